@@ -1,0 +1,1 @@
+"""slurmbatch: run Python functions as Slurm jobs over SSH, under asyncio or trio."""

@@ -1,0 +1,65 @@
+"""pytest plugin: the local cluster as session-scoped fixtures.
+
+``slurm_cluster`` yields :class:`ClusterSettings` of a cluster without accounting, ``slurm_cluster_dbd``
+one with slurmdbd (so ``sacct`` works), and ``local_cluster`` the :class:`LocalCluster` behind
+``slurm_cluster`` (to start another sshd, or restart a daemon). A cluster the fixture started is stopped
+at the end of the run; one that was already running is reused and left running.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ._configs import ClusterOptions
+from .cluster import ClusterSettings, LocalCluster
+
+TEST_STATE_ROOT = Path(os.environ.get("SLURMBATCH_TEST_CLUSTER_ROOT", "/var/lib/slurmbatch"))
+
+
+def _cluster_up(request: pytest.FixtureRequest, name: str, options: ClusterOptions) -> Iterator[LocalCluster]:
+    if os.geteuid() != 0:
+        pytest.fail(
+            "Integration tests start a local Slurm cluster and need root (slurmd runs jobs as another user). "
+            "Run them as root, e.g. `sudo bash dev test`.",
+            pytrace=False,
+        )
+    cluster = LocalCluster(TEST_STATE_ROOT / name, options)
+    was_running = cluster.status().get("healthy", False)
+    cluster.up()
+    yield cluster
+    if not was_running and not request.config.getoption("--keep-cluster"):
+        cluster.down()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--keep-cluster", action="store_true", help="leave the local test clusters running after the run"
+    )
+
+
+@pytest.fixture(scope="session")
+def local_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """The local cluster (no accounting) as a :class:`LocalCluster`, started on first use."""
+    yield from _cluster_up(request, "test-cluster", ClusterOptions(max_array_size=1001))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(local_cluster: LocalCluster) -> ClusterSettings:
+    """How to reach the local cluster without accounting: host, port, user, key_file, known_hosts, ..."""
+    return local_cluster.settings()
+
+
+@pytest.fixture(scope="session")
+def local_cluster_dbd(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A second local cluster, with slurmdbd and MariaDB, so that ``sacct`` has durable records."""
+    yield from _cluster_up(request, "test-cluster-dbd", ClusterOptions(slurmdbd=True))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster_dbd(local_cluster_dbd: LocalCluster) -> ClusterSettings:
+    """How to reach the local cluster with slurmdbd accounting."""
+    return local_cluster_dbd.settings()

@@ -1,0 +1,1 @@
+"""A drop-in Covalent Slurm executor on the slurmbatch SDK."""
