@@ -56,6 +56,9 @@ def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str)
         f"SchedulerParameters={SCHEDULER_PARAMETERS}",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_CPU_Memory",
+        # Without a default, a job that does not ask for memory is given the whole node's, and jobs
+        # no longer share nodes.
+        "DefMemPerCPU=64",
         # Lets a node advertise more CPUs than the machine has, so trivial jobs run side by side.
         "SlurmdParameters=config_overrides",
         f"MinJobAge={options.min_job_age}",

@@ -78,6 +78,10 @@ class ClusterSettings:
         return attrs.asdict(self)
 
 
+def _hostname() -> str:
+    return socket.gethostname().split(".")[0]
+
+
 class LocalCluster:
     """A local Slurm cluster reached through a real sshd, for tests, demos and benchmarks.
 
@@ -131,10 +135,24 @@ class LocalCluster:
         _install.ensure_root()
         _install.install_packages(accounting=self.options.slurmdbd)
         state = self._load_state()
-        if state is not None and state.get("options") == attrs.asdict(self.options) and self._healthy(state):
+        if (
+            state is not None
+            and state.get("options") == attrs.asdict(self.options)
+            and self._config_current(state)
+            and self._healthy(state)
+        ):
             return self._settings(state)
         self.down()
         return self._start()
+
+    def _config_current(self, state: dict[str, Any]) -> bool:
+        """False when this version of slurmbatch would write another slurm.conf: restart with it."""
+        layout = self._layout(state)
+        try:
+            written = layout.slurm_conf.read_text()
+        except OSError:
+            return False
+        return written == slurm_conf(layout, self.options, hostname=_hostname())
 
     def _healthy(self, state: dict[str, Any]) -> bool:
         daemons = self._daemons(state)
@@ -197,8 +215,7 @@ class LocalCluster:
         return daemon
 
     def _write_configs(self, layout: ClusterLayout, user: Any) -> None:
-        hostname = socket.gethostname().split(".")[0]
-        layout.slurm_conf.write_text(slurm_conf(layout, self.options, hostname=hostname))
+        layout.slurm_conf.write_text(slurm_conf(layout, self.options, hostname=_hostname()))
         layout.slurm_conf.chmod(0o644)
         jobcomp = layout.jobcomp_file
         jobcomp.touch()

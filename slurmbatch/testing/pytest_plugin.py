@@ -12,11 +12,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from ._configs import ClusterOptions
 from .cluster import ClusterSettings, LocalCluster
 
+# A short MinJobAge: squeue forgets finished jobs after 10 s, so tests exercise the sacct fallback.
+TEST_OPTIONS = ClusterOptions(min_job_age=10)
 TEST_STATE_ROOT = Path(os.environ.get("SLURMBATCH_TEST_CLUSTER_ROOT", "/var/lib/slurmbatch"))
 
 
@@ -44,7 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def local_cluster(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """The local cluster (no accounting) as a :class:`LocalCluster`, started on first use."""
-    yield from _cluster_up(request, "test-cluster", ClusterOptions(max_array_size=1001))
+    yield from _cluster_up(request, "test-cluster", TEST_OPTIONS)
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,7 @@ def slurm_cluster(local_cluster: LocalCluster) -> ClusterSettings:
 @pytest.fixture(scope="session")
 def local_cluster_dbd(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     """A second local cluster, with slurmdbd and MariaDB, so that ``sacct`` has durable records."""
-    yield from _cluster_up(request, "test-cluster-dbd", ClusterOptions(slurmdbd=True))
+    yield from _cluster_up(request, "test-cluster-dbd", attrs.evolve(TEST_OPTIONS, slurmdbd=True))
 
 
 @pytest.fixture(scope="session")

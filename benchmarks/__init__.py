@@ -1,0 +1,1 @@
+"""Benchmarks of slurmbatch against the local cluster (``python -m benchmarks``)."""

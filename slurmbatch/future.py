@@ -1,0 +1,111 @@
+"""JobFuture: the awaitable handle of one submitted job."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+
+from .slurm.states import JobState
+
+if TYPE_CHECKING:
+    from .session import SlurmSession
+
+T = TypeVar("T")
+
+_PENDING = object()
+
+
+class JobFuture(Generic[T]):
+    """A submitted job: its Slurm id, its last known state, and eventually its result.
+
+    ``await future`` (or ``await future.result()``) waits for the job and returns the function's return
+    value, or raises what the function raised (the original exception type, with the remote traceback
+    attached), or a :class:`~slurmbatch.JobFailed` subclass when the job ended without a result.
+
+    Cancelling the task that awaits a future cancels only the waiting: the job runs on, and the future
+    can be awaited again. Use :meth:`cancel` to cancel the job itself.
+    """
+
+    __slots__ = ("_done", "_exception", "_session", "_source_file", "_state", "_value", "job_id", "token")
+
+    def __init__(
+        self, session: SlurmSession, *, job_id: str, token: str, source_file: str | None = None
+    ) -> None:
+        self._session = session
+        # Where the submitted function was defined, to restore source lines in remote tracebacks.
+        self._source_file = source_file
+        self._done = anyio.Event()
+        self._value: Any = _PENDING
+        self._exception: BaseException | None = None
+        self._state = JobState.PENDING
+        #: Slurm's job id: ``"123"``, or ``"123_4"`` for a task of an array job.
+        self.job_id = job_id
+        #: The client-made token that names the job's remote files and its Slurm job name.
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"<JobFuture job_id={self.job_id} state={self._state.name}>"
+
+    @property
+    def state(self) -> JobState:
+        """The job's last known Slurm state (updated by the session's single status query)."""
+        return self._state
+
+    def done(self) -> bool:
+        """Return True once the outcome is known (a value, an exception, or a terminal state)."""
+        return self._done.is_set()
+
+    async def result(self) -> T:
+        """Wait for the job and return its value, or raise its exception or typed end state."""
+        await self._done.wait()
+        if self._exception is not None:
+            raise self._exception
+        value: T = self._value
+        return value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result().__await__()
+
+    def exception(self) -> BaseException | None:
+        """The exception the job ended with, or None; raises RuntimeError if the job is not done yet."""
+        if not self.done():
+            raise RuntimeError(f"Job {self.job_id} is not done yet; await it first.")
+        return self._exception
+
+    async def cancel(self) -> bool:
+        """Cancel the job with ``scancel``; return False if it had already finished.
+
+        The future then raises :class:`~slurmbatch.JobCancelled` (unless the job finished first).
+        """
+        if self.done():
+            return False
+        await self._session._cancel_jobs([self])
+        return True
+
+    async def stdout(self) -> str:
+        """The job's standard output so far (read from the remote work directory)."""
+        return await self._session._read_output(self, "stdout")
+
+    async def stderr(self) -> str:
+        """The job's standard error so far (read from the remote work directory)."""
+        return await self._session._read_output(self, "stderr")
+
+    # -- called by the session ----------------------------------------------------------------
+    def _set_state(self, state: JobState) -> None:
+        if not self.done():
+            self._state = state
+
+    def _set_result(self, value: Any) -> None:
+        if not self.done():
+            self._value = value
+            self._state = JobState.COMPLETED
+            self._done.set()
+
+    def _set_exception(self, exc: BaseException, state: JobState | None = None) -> None:
+        if not self.done():
+            self._exception = exc
+            if state is not None:
+                self._state = state
+            self._done.set()

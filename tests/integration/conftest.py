@@ -1,0 +1,53 @@
+"""Fixtures shared by the integration tests: how to open a session on the local clusters."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+
+from slurmbatch.testing import ClusterSettings
+
+
+def session_options(cluster: ClusterSettings, **overrides: Any) -> dict[str, Any]:
+    """SlurmSession keyword arguments for ``cluster`` (without the host)."""
+    options: dict[str, Any] = {
+        "port": cluster.port,
+        "user": cluster.user,
+        "key_file": cluster.key_file,
+        "known_hosts": cluster.known_hosts,
+        "ssh_config": (),
+        "remote_workdir": cluster.remote_workdir,
+        "python": cluster.python,
+        "status_interval": (0.5, 2.0),
+    }
+    options.update(overrides)
+    return options
+
+
+@pytest.fixture
+def session_kwargs(slurm_cluster: ClusterSettings) -> dict[str, Any]:
+    """SlurmSession(host, **session_kwargs) opens a session on the local cluster."""
+    return session_options(slurm_cluster)
+
+
+def login_shell(cluster: ClusterSettings, command: str) -> str:
+    """Run ``command`` on the cluster's login node as the job user, through the system ssh client."""
+    done = subprocess.run(
+        ["ssh", "-F", cluster.ssh_config, cluster.ssh_alias, command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, f"{command}: {done.stderr}"
+    return done.stdout
+
+
+def sdiag_count(cluster: ClusterSettings, rpc: str) -> int:
+    """How many RPCs of type ``rpc`` (e.g. REQUEST_JOB_INFO) slurmctld has served since it started."""
+    for line in login_shell(cluster, "sdiag").splitlines():
+        if line.strip().startswith(rpc):
+            return int(line.split("count:")[1].split()[0])
+    return 0
