@@ -21,7 +21,7 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The whole suite: unit tests and integration tests against the local cluster (needs root)."""
-    _install(session)
+    _install(session, "dev,covalent")
     report = ROOT / ".nox" / "junit.xml"
     session.run("pytest", f"--junitxml={report}", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
     # pytest exits non-zero when it collects nothing, but a run that only skipped is no success either.
@@ -44,7 +44,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy, strict, on the packages."""
-    _install(session)
+    _install(session, "dev,covalent")
     session.run("mypy")
 
 

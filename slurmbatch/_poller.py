@@ -1,25 +1,37 @@
-"""One status loop for all jobs of a session.
+"""One status loop for all jobs of a session: results pushed by a watcher, the scheduler asked rarely.
 
-Each tick is one remote command. It lists the results directory (plain file-system calls, no scheduler
-RPC): finished jobs are noticed by their result files, fetched together over one SFTP session, and
-resolved. Only every ``status_interval`` (adaptive, or at once after a cancel) does the tick also ask the
-scheduler, in ONE ``squeue`` for every live job of the session, about jobs that may have ended without a
-result (timeout, out of memory, node failure, cancellation). Jobs that squeue no longer knows (purged
-after MinJobAge) are looked up with one ``sacct`` (slurmdbd, or the job completion file without it).
+Finished jobs are noticed by their result files. A `ResultWatcher` on the login node streams the names
+of new files in W/results; each batch (one listing's news) is fetched at once over one SFTP session, and
+its futures resolved. No scheduler RPC is involved.
+
+The scheduler is asked only about jobs that may have ended without a result (timeout, out of memory,
+node failure, cancellation): ONE ``squeue`` for every such live job of the session, every
+``status_interval`` (adaptive: short after new work or a cancel, growing while nothing changes). Jobs
+that squeue no longer knows (purged after MinJobAge) are looked up with one ``sacct`` (slurmdbd, or the
+job completion file without it). A job the scheduler calls ended gets a short grace (network file
+systems lag), then its result file and stderr are read directly: a result found wins, else the job
+fails with its end state.
+
+While the watcher is down (its channel died; it is restarted with backoff), the loop falls back to
+listing W/results itself every ``check_interval``, and asks the scheduler at once: nothing that ended in
+the gap is missed, and the restarted watcher's first listing names every result file present.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import shlex
 from collections.abc import Iterable
 from typing import Any
 
 import anyio
+import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import JobFailed, SlurmBatchError
+from ._errors import JobFailed
 from ._remote_layout import RemoteLayout
+from ._watcher import ResultWatcher
 from .future import JobFuture
 from .payload import unpack_outcome
 from .slurm.commands import sacct_argv, squeue_argv
@@ -33,10 +45,31 @@ __all__ = ["Poller"]
 
 _MARK = "@@slurmbatch-listing@@"
 _STDERR_TAIL_LINES = 20
+_ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
+
+
+@attrs.define
+class _Ended:
+    """A job the scheduler called ended while no result file of it was known."""
+
+    status: JobStatus
+    settle_at: float
 
 
 class Poller:
-    """Tracks live :class:`JobFuture` objects and resolves them; see the module docstring."""
+    """Tracks live :class:`JobFuture` objects and resolves them; see the module docstring.
+
+    Args:
+        pool: The session's SSH pool.
+        layout: Where the session's files are.
+        accounting: Whether ``sacct`` reads slurmdbd (else the job completion file, ``sacct -c``).
+        check_interval: Shortest and longest seconds between the loop's own listings of W/results,
+            made only while the watcher is down.
+        status_interval: Shortest and longest seconds between scheduler queries.
+        watch_interval: Seconds between the watcher's listings on the login node.
+        watch_idle: Seconds without any live job after which the watcher is paused (its program
+            stopped) until the next job is tracked.
+    """
 
     def __init__(
         self,
@@ -46,6 +79,8 @@ class Poller:
         accounting: bool,
         check_interval: tuple[float, float] = (0.1, 1.0),
         status_interval: tuple[float, float] = (2.0, 30.0),
+        watch_interval: float = 0.1,
+        watch_idle: float = 30.0,
     ) -> None:
         self._pool = pool
         self._layout = layout
@@ -54,7 +89,11 @@ class Poller:
         self._status_min, self._status_max = status_interval
         self._live: dict[str, JobFuture[Any]] = {}  # by token
         self._by_job_id: dict[str, JobFuture[Any]] = {}
-        self._ended_without_result: dict[str, JobStatus] = {}  # by token, waiting one more tick
+        # Tokens whose result file is in W/results as far as we know, tracked or not (a job may finish
+        # before sbatch's answer reaches us, and other sessions may share the directory).
+        self._present: set[str] = set()
+        self._ready: set[str] = set()  # live tokens in _present: to collect now
+        self._ended: dict[str, _Ended] = {}  # by token
         self._vanished: set[str] = set()  # job ids squeue no longer knows
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
@@ -62,8 +101,23 @@ class Poller:
         self._progress = anyio.Event()
         self._status_due = 0.0
         self._status_wait = self._status_min
+        self._check_wait = self._check_min
+        self._listing_due = 0.0
+        self._fallback = False  # list W/results ourselves whenever the watcher is not up
+        self._watch_idle = watch_idle
+        self.watcher = ResultWatcher(
+            pool,
+            layout.results_dir,
+            on_listing=self._on_listing,
+            on_down=self._on_watcher_down,
+            interval=watch_interval,
+        )
+        #: Status queries sent to the scheduler (each one ``squeue`` and/or ``sacct`` call).
         self.scheduler_queries = 0
+        #: Listings of W/results made by the loop itself (only while the watcher is down).
         self.ticks = 0
+        #: Batches of results fetched.
+        self.collections = 0
 
     # ----------------------------------------------------------------------------------- tracking
     def track(self, future: JobFuture[Any]) -> None:
@@ -71,12 +125,16 @@ class Poller:
         self._live[future.token] = future
         self._by_job_id[future.job_id] = future
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
-        # New work: look again soon, and ask the scheduler at the short interval again.
+        if future.token in self._present:
+            self._ready.add(future.token)  # it finished before we learnt its job id
+        self.watcher.resume()
+        # New work: ask the scheduler at the short interval again.
         self._status_wait = self._status_min
+        self._check_wait = self._check_min
         self._wakeup.set()
 
     def request_status(self) -> None:
-        """Ask the scheduler at the next tick (e.g. right after a cancel)."""
+        """Ask the scheduler at once (e.g. right after a cancel)."""
         self._status_due = 0.0
         self._wakeup.set()
 
@@ -97,151 +155,6 @@ class Poller:
         for future in list(self._live.values()):
             self.resolve(future, exc=exc)
 
-    # ----------------------------------------------------------------------------------- loop
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Poll until cancelled."""
-        task_status.started()
-        wait = self._check_min
-        while True:
-            if not self._live:
-                self._wakeup = anyio.Event()
-                await self._wakeup.wait()
-                wait = self._check_min
-            found = await self._tick()
-            wait = self._check_min if found else min(wait * 1.5, self._check_max)
-            self._wakeup = anyio.Event()
-            with anyio.move_on_after(wait):
-                await self._wakeup.wait()
-
-    async def _tick(self) -> bool:
-        self.ticks += 1
-        now = anyio.current_time()
-        ask_scheduler = now >= self._status_due
-        command = f"ls -1 {shlex.quote(self._layout.results_dir)}"
-        asked: set[str] = set()
-        if ask_scheduler:
-            asked = {f.job_id for f in self._live.values()}
-            # Scheduler first, listing second: a job squeue calls ended has written its result before.
-            command = f"{self._status_command()}; echo {_MARK}; {command}"
-            self.scheduler_queries += 1
-            self._status_due = now + self._status_wait
-            self._status_wait = min(self._status_wait * 1.5, self._status_max)
-        result = await self._pool.run(command)
-        output = result.stdout
-        statuses: dict[str, JobStatus] | None = None
-        if ask_scheduler:
-            status_text, _, output = output.partition(f"{_MARK}\n")
-            statuses = self._parse_status(status_text)
-        finished = [
-            self._live[token]
-            for name in output.split()
-            if (token := RemoteLayout.token_of_result(name)) is not None and token in self._live
-        ]
-        if finished:
-            await self._collect(finished)
-        if statuses is not None:
-            # Only jobs that were live when the command was built: newer ones were not asked about.
-            await self._apply_statuses(statuses, asked)
-        return bool(finished)
-
-    def _status_command(self) -> str:
-        ids = sorted({f.job_id for f in self._live.values()} - self._vanished)
-        parts = []
-        if ids:
-            parts.append(shlex.join(squeue_argv(ids)) + " 2>/dev/null")
-        if self._vanished:
-            parts.append(
-                f"echo @@sacct; {shlex.join(sacct_argv(sorted(self._vanished), jobcomp=not self._accounting))} 2>/dev/null"
-            )
-        return "; ".join(parts) or "true"
-
-    def _parse_status(self, text: str) -> dict[str, JobStatus]:
-        squeue_text, _, sacct_text = text.partition("@@sacct\n")
-        statuses = parse_squeue(squeue_text)
-        if sacct_text:
-            statuses.update({k: v for k, v in parse_sacct(sacct_text).items() if k in self._vanished})
-        return statuses
-
-    async def _apply_statuses(self, statuses: dict[str, JobStatus], asked: set[str]) -> None:
-        ended: list[tuple[JobFuture[Any], JobStatus]] = []
-        for job_id in asked:
-            future = self._by_job_id.get(job_id)
-            if future is None:
-                continue  # resolved by its result file in this very tick
-            status = statuses.get(job_id)
-            if status is None:
-                if job_id in self._vanished:
-                    # Neither squeue nor sacct knows it: Slurm has forgotten it entirely.
-                    ended.append(
-                        (future, JobStatus(JobState.UNKNOWN, raw_state="unknown to squeue and sacct"))
-                    )
-                else:
-                    self._vanished.add(job_id)
-                    self._status_due = 0.0
-                continue
-            self._vanished.discard(job_id)
-            if status.state != future.state:
-                logger.debug("job %s: %s -> %s", job_id, future.state.name, status.state.name)
-            future._set_state(status.state)
-            if status.is_terminal:
-                if future.token in self._ended_without_result:
-                    ended.append((future, status))
-                else:
-                    # Give its result file one more tick to appear (network file systems lag).
-                    self._ended_without_result[future.token] = status
-                    self._status_due = 0.0
-        if ended:
-            await self._fail_ended(ended)
-
-    async def _collect(self, finished: list[JobFuture[Any]]) -> None:
-        paths = {self._layout.result(f.token): f for f in finished}
-        async with self._pool.sftp() as sftp:
-            contents = await sftp.get_many(paths)
-            for path, future in paths.items():
-                data = contents.get(path)
-                if data is None:
-                    continue
-                try:
-                    self.resolve(
-                        future,
-                        value=unpack_outcome(data, job_id=future.job_id, source_file=future._source_file),
-                    )
-                except Exception as exc:
-                    self.resolve(future, exc=exc, state=JobState.FAILED)
-                # Collected: remove it so that the listing stays as short as the number of live jobs.
-                await sftp.remove(path)
-        logger.info("collected %d result(s)", len(finished))
-
-    async def _fail_ended(self, ended: list[tuple[JobFuture[Any], JobStatus]]) -> None:
-        tails = await self._stderr_tails(f for f, _ in ended)
-        for future, status in ended:
-            if status.state is JobState.COMPLETED or status.state is JobState.UNKNOWN:
-                exc: JobFailed = JobFailed(
-                    f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without writing a "
-                    "result: the job script failed before or after the function ran (see its stderr).",
-                    job_id=future.job_id,
-                    state=status.state.name,
-                    exit_code=status.exit_code,
-                    signal=status.signal,
-                    stderr_tail=tails.get(future.token, ""),
-                )
-            else:
-                exc = failure_for(status, job_id=future.job_id, stderr_tail=tails.get(future.token, ""))
-            self.resolve(future, exc=exc, state=status.state)
-
-    async def _stderr_tails(self, futures: Iterable[JobFuture[Any]]) -> dict[str, str]:
-        paths = {self._layout.stderr(f.token): f.token for f in futures}
-        try:
-            async with self._pool.sftp() as sftp:
-                contents = await sftp.get_many(paths)
-        except (OSError, SlurmBatchError):
-            return {}
-        return {
-            paths[path]: "\n".join(data.decode(errors="replace").splitlines()[-_STDERR_TAIL_LINES:])
-            for path, data in contents.items()
-            if data
-        }
-
     def resolve(
         self,
         future: JobFuture[Any],
@@ -257,9 +170,254 @@ class Poller:
             future._set_exception(exc, state)
         self._live.pop(future.token, None)
         self._by_job_id.pop(future.job_id, None)
-        self._ended_without_result.pop(future.token, None)
+        self._ready.discard(future.token)
+        self._ended.pop(future.token, None)
         self._vanished.discard(future.job_id)
         if not self._live:
             self._idle.set()
         self._progress.set()
         self._progress = anyio.Event()
+
+    # ----------------------------------------------------------------------------------- watcher news
+    def _on_listing(self, appeared: list[str], gone: list[str], complete: bool) -> None:
+        tokens = {t for name in appeared if (t := RemoteLayout.token_of_result(name)) is not None}
+        if complete:
+            self._present = tokens
+            self._ready = {t for t in tokens if t in self._live}
+        else:
+            self._present |= tokens
+            self._ready |= {t for t in tokens if t in self._live}
+        for name in gone:
+            token = RemoteLayout.token_of_result(name)
+            self._present.discard(token or "")
+            self._ready.discard(token or "")
+        if self._ready:
+            self._wakeup.set()
+
+    def _on_watcher_down(self) -> None:
+        # Cover the gap: ask the scheduler, and list W/results ourselves until the watcher is back.
+        self._fallback = True
+        if self._live:
+            self._status_due = 0.0
+        self._listing_due = 0.0
+        self._check_wait = self._check_min
+        self._wakeup.set()
+
+    # ----------------------------------------------------------------------------------- loop
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch and poll until cancelled.
+
+        The watcher starts at once, before any job is tracked: its first listing names every result
+        file present, so a job that finishes while it starts is not missed.
+        """
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.watcher.run)
+            task_status.started()
+            while True:
+                await self._step()
+
+    async def _step(self) -> None:
+        """Do whatever is due, in order of urgency, then wait until something new is due."""
+        # A fresh event before looking: news arriving while we look is not lost.
+        self._wakeup = anyio.Event()
+        if not self._live:
+            await self._idle_until_tracked()
+            return
+        if self._ready:
+            await self._collect([self._live[t] for t in self._ready])
+        # Checked after collecting, not instead of it: a steady stream of results never starves them.
+        now = anyio.current_time()
+        fallback = self._fallback and not self.watcher.up
+        listing = fallback and now >= self._listing_due
+        if listing or now >= self._status_due:
+            await self._query(listing=listing, status=now >= self._status_due)
+        now = anyio.current_time()
+        if any(e.settle_at <= now for e in self._ended.values()):
+            await self._settle_ended(now)
+        if self._ready or not self._live:
+            return
+        now = anyio.current_time()
+        fallback = self._fallback and not self.watcher.up
+        due = min(
+            [
+                self._status_due,
+                *(e.settle_at for e in self._ended.values()),
+                self._listing_due if fallback else math.inf,
+            ]
+        )
+        with anyio.move_on_after(due - now):
+            await self._wakeup.wait()
+
+    async def _idle_until_tracked(self) -> None:
+        idle_until = anyio.current_time() + self._watch_idle
+        while not self._live and anyio.current_time() < idle_until:
+            self._wakeup = anyio.Event()
+            with anyio.move_on_after(idle_until - anyio.current_time()):
+                await self._wakeup.wait()
+        if self._live:
+            return
+        # Nothing to watch: stop listing W/results on the login node. The first listing after track()
+        # resumes the watcher is complete, so a job that finished meanwhile is not missed.
+        self.watcher.pause()
+        self._fallback = False
+        while not self._live:
+            self._wakeup = anyio.Event()
+            await self._wakeup.wait()
+
+    async def _query(self, *, listing: bool, status: bool) -> None:
+        """One remote command: a scheduler query, a listing of W/results, or both."""
+        now = anyio.current_time()
+        parts: list[str] = []
+        asked: set[str] = set()
+        if status:
+            asked = {f.job_id for f in self._live.values() if f.token not in self._present}
+            self._status_due = now + self._status_wait
+            self._status_wait = min(self._status_wait * 1.5, self._status_max)
+            if asked:
+                # Scheduler first, listing second: a job squeue calls ended has written its result before.
+                parts.append(self._status_command(asked))
+                self.scheduler_queries += 1
+        if listing:
+            self.ticks += 1
+            parts.append(f"echo {_MARK}; ls -1 {shlex.quote(self._layout.results_dir)}")
+        if not parts:
+            return
+        output = (await self._pool.run("; ".join(parts))).stdout
+        status_text, _, names = output.partition(f"{_MARK}\n")
+        if listing:
+            if not self.watcher.up:  # else it came back meanwhile, and its view is newer than ours
+                self._on_listing(names.split(), [], True)
+            self._check_wait = (
+                self._check_min if self._ready else min(self._check_wait * 1.5, self._check_max)
+            )
+            self._listing_due = anyio.current_time() + self._check_wait
+        if asked:
+            # Only jobs that were live when the command was built: newer ones were not asked about.
+            self._apply_statuses(self._parse_status(status_text), asked)
+
+    def _status_command(self, job_ids: set[str]) -> str:
+        ids = sorted(job_ids - self._vanished)
+        vanished = sorted(job_ids & self._vanished)
+        parts = []
+        if ids:
+            parts.append(shlex.join(squeue_argv(ids)) + " 2>/dev/null")
+        if vanished:
+            sacct = shlex.join(sacct_argv(vanished, jobcomp=not self._accounting))
+            parts.append(f"echo @@sacct; {sacct} 2>/dev/null")
+        return "; ".join(parts)
+
+    def _parse_status(self, text: str) -> dict[str, JobStatus]:
+        squeue_text, _, sacct_text = text.partition("@@sacct\n")
+        statuses = parse_squeue(squeue_text)
+        if sacct_text:
+            statuses.update({k: v for k, v in parse_sacct(sacct_text).items() if k in self._vanished})
+        return statuses
+
+    def _apply_statuses(self, statuses: dict[str, JobStatus], asked: set[str]) -> None:
+        settle_at = anyio.current_time() + _ENDED_GRACE
+        for job_id in asked:
+            future = self._by_job_id.get(job_id)
+            if future is None or future.token in self._present:
+                continue  # resolved meanwhile, or its result is on its way
+            status = statuses.get(job_id)
+            if status is None:
+                if job_id in self._vanished:
+                    self._ended.setdefault(future.token, _Ended(_forgotten(future), settle_at))
+                else:
+                    self._vanished.add(job_id)
+                    self._status_due = 0.0  # ask sacct right away
+                continue
+            self._vanished.discard(job_id)
+            if status.state != future.state:
+                logger.debug("job %s: %s -> %s", job_id, future.state.name, status.state.name)
+            future._set_state(status.state)
+            if status.is_terminal:
+                self._ended.setdefault(future.token, _Ended(status, settle_at))
+            else:
+                self._ended.pop(future.token, None)  # requeued
+
+    # ----------------------------------------------------------------------------------- outcomes
+    async def _collect(self, finished: list[JobFuture[Any]]) -> None:
+        """Fetch the results of ``finished`` over one SFTP session, resolve them, then remove the files."""
+        self.collections += 1
+        paths = {self._layout.result(f.token): f for f in finished}
+        async with self._pool.sftp() as sftp:
+            contents = await sftp.get_many(paths)
+            self._ready.difference_update(f.token for f in finished)
+            collected = self._resolve_results(paths, contents)
+            # Removed once resolved, not before: keeps W/results as short as the number of live jobs.
+            await sftp.remove_many(collected)
+        for path, future in paths.items():
+            if path not in collected and not future.done():
+                # Listed, but gone before we read it: let the scheduler tell how the job ended.
+                self._present.discard(future.token)
+        logger.info("collected %d result(s)", len(collected))
+
+    def _resolve_results(
+        self, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
+    ) -> list[str]:
+        """Resolve each future whose result file was read; return those files."""
+        collected = []
+        for path, future in paths.items():
+            data = contents.get(path)
+            if data is None or future.done():
+                continue
+            try:
+                value = unpack_outcome(data, job_id=future.job_id, source_file=future._source_file)
+            except Exception as exc:
+                self.resolve(future, exc=exc, state=JobState.FAILED)
+            else:
+                self.resolve(future, value=value)
+            collected.append(path)
+        return collected
+
+    async def _settle_ended(self, now: float) -> None:
+        """Resolve jobs the scheduler called ended a grace period ago: by their result if one has
+        appeared since, else with their end state and the tail of their stderr."""
+        due = [
+            (self._live[token], ended)
+            for token, ended in self._ended.items()
+            if ended.settle_at <= now and token in self._live
+        ]
+        for future, _ in due:
+            self._ended.pop(future.token, None)
+        results = {self._layout.result(f.token): f for f, _ in due}
+        stderrs = {self._layout.stderr(f.token): f.token for f, _ in due}
+        async with self._pool.sftp() as sftp:
+            try:
+                contents = await sftp.get_many([*results, *stderrs])
+            except OSError:  # e.g. a file we may not read: the end state alone must do
+                contents = {}
+            await sftp.remove_many(self._resolve_results(results, contents))
+        tails = {
+            stderrs[path]: "\n".join(data.decode(errors="replace").splitlines()[-_STDERR_TAIL_LINES:])
+            for path, data in contents.items()
+            if path in stderrs and data
+        }
+        self._fail_ended([(f, e.status) for f, e in due if not f.done()], tails)
+
+    def _fail_ended(self, ended: Iterable[tuple[JobFuture[Any], JobStatus]], tails: dict[str, str]) -> None:
+        for future, status in ended:
+            tail = tails.get(future.token, "")
+            if status.state is JobState.COMPLETED or status.state is JobState.UNKNOWN:
+                exc: JobFailed = JobFailed(
+                    f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without writing a "
+                    "result: the job script failed before or after the function ran (see its stderr).",
+                    job_id=future.job_id,
+                    state=status.state.name,
+                    exit_code=status.exit_code,
+                    signal=status.signal,
+                    stderr_tail=tail,
+                )
+            else:
+                exc = failure_for(status, job_id=future.job_id, stderr_tail=tail)
+            self.resolve(future, exc=exc, state=status.state)
+
+
+def _forgotten(future: JobFuture[Any]) -> JobStatus:
+    """How a job ended that neither squeue nor sacct knows."""
+    if "_" in future.job_id and future.state is JobState.PENDING:
+        # Slurm keeps the pending tasks of an array in one record; scancel of one of them just drops
+        # it from that record, and no job completion record is ever written for it.
+        return JobStatus(JobState.CANCELLED, raw_state="CANCELLED (removed from its array while pending)")
+    return JobStatus(JobState.UNKNOWN, raw_state="unknown to squeue and sacct")

@@ -2,7 +2,7 @@
 
 ```
 W/runner-<sha12>.py        the job-side program, uploaded once per content
-W/fn/<sha256>.pkl          pickled functions, content-addressed: uploaded once, shared by jobs
+W/fn/<sha256>.pkl          pickled functions and large arguments, content-addressed: uploaded once
 W/jobs/<token>.*           per job: .args.pkl, .sh, .out, .err, and .ranks/ for multi-task jobs
 W/results/<token>.pkl      the outcome; the only per-job file in results/, so one listing finds them all
 ```

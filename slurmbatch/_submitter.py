@@ -1,17 +1,18 @@
 """Coalesced submission: concurrent ``submit()`` calls reach the login node together.
 
-Requests queue in arrival order. A worker takes whatever is waiting (up to ``max_batch``), uploads every
-payload of the batch through one SFTP session, and runs every sbatch of the batch in one remote command
-that reports each job's id or its own error. A lone request is sent at once; when requests arrive in a
-stream, a worker waits a few milliseconds to fill its batch. ``workers`` batches may be in flight at once,
-so uploads of one batch overlap the sbatch calls of another.
+Requests queue in arrival order. A worker takes whatever is waiting (up to ``max_batch``), groups the
+calls that share a function and a JobSpec into job arrays (one job record for slurmctld, one packed
+argument file), uploads every file of the batch through one SFTP session, and runs every sbatch of the
+batch in one remote command that reports each job's id or its own error. A lone request is sent at once;
+when requests stream in, a worker waits a few milliseconds to fill its batch. ``workers`` batches may be
+in flight at once, so the uploads of one overlap the sbatch calls of another.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -19,29 +20,50 @@ import attrs
 from anyio.abc import TaskStatus
 
 from ._errors import SubmissionError
-from ._remote_layout import RemoteLayout
+from ._remote_layout import RemoteLayout, new_token
 from .future import JobFuture
-from .payload import FunctionBlob
-from .slurm.batch import batch_sbatch_command, parse_batch_sbatch
+from .payload import FunctionBlob, PackedCall, pack_argument_table
+from .slurm.batch import batch_sbatch_command, parse_batch_sbatch, write_files_script
+from .spec import JobSpec
 from .transport import SSHPool
 
 logger = logging.getLogger("slurmbatch")
 
-__all__ = ["SubmitRequest", "Submitter"]
+__all__ = ["ArrayShape", "SubmitRequest", "Submitter"]
+
+
+@attrs.frozen
+class ArrayShape:
+    """How many tasks an array job has (indices ``0..size-1``)."""
+
+    size: int
+
+
+#: Renders the batch script of a job: ``(spec, function, token, array or None) -> script``.
+Render = Callable[[JobSpec, FunctionBlob, str, "ArrayShape | None"], str]
 
 
 @attrs.define(eq=False)
 class SubmitRequest:
-    """One job to submit: its payload and script, and where the submitter reports back."""
+    """One call to submit, and where the submitter reports back (``future``, or ``error``)."""
 
-    token: str
     function: FunctionBlob
-    arguments: bytes
-    script: str
+    call: PackedCall
+    spec: JobSpec
     done: anyio.Event = attrs.field(factory=anyio.Event)
+    token: str = ""
     job_id: str | None = None
     error: BaseException | None = None
     future: JobFuture[Any] | None = None
+
+
+@attrs.define(eq=False)
+class _Job:
+    """One sbatch call: a single job, or an array job carrying several requests."""
+
+    token: str
+    requests: list[SubmitRequest]
+    array: ArrayShape | None
 
 
 class Submitter:
@@ -52,34 +74,46 @@ class Submitter:
         pool: SSHPool,
         layout: RemoteLayout,
         *,
+        render: Render,
         on_submitted: Callable[[SubmitRequest], None],
+        max_array_size: int = 1001,
         workers: int = 2,
-        max_batch: int = 500,
+        max_batch: int = 128,
         window: float = 0.005,
     ) -> None:
         self._pool = pool
         self._layout = layout
+        self._render = render
         self._on_submitted = on_submitted
+        self._max_array_size = max(1, max_array_size)
         self._workers = workers
         self._max_batch = max_batch
         self._window = window
-        self._send, self._receive = anyio.create_memory_object_stream[SubmitRequest](math.inf)
-        # Functions already on the remote side, and those being uploaded right now (so that two batches
-        # never write the same file while a job may be reading it).
+        self._send, self._receive = anyio.create_memory_object_stream[list[SubmitRequest]](math.inf)
+        # Content-addressed files (functions, large arguments) already on the remote side, and those being
+        # uploaded right now: two batches never write the same file while a job may be reading it.
         self._uploaded: set[str] = set()
         self._uploading: dict[str, anyio.Event] = {}
         self.batches = 0
+        self.sbatch_calls = 0
 
     async def submit(self, request: SubmitRequest) -> None:
-        """Queue ``request`` and wait until sbatch answered for it; ``request.job_id`` is then set.
+        """Queue ``request`` and wait until sbatch answered for it; ``request.future`` is then set.
 
         Raises :class:`SubmissionError` with sbatch's own message when the job was refused. If the
         caller is cancelled while waiting, the job is still submitted and tracked by the session.
         """
-        await self._send.send(request)
-        await request.done.wait()
+        await self.submit_all([request])
         if request.error is not None:
             raise request.error
+
+    async def submit_all(self, requests: list[SubmitRequest]) -> None:
+        """Queue ``requests`` as one unit (e.g. a ``map``) and wait until sbatch answered for all."""
+        if not requests:
+            return
+        await self._send.send(requests)
+        for request in requests:
+            await request.done.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the queue until cancelled."""
@@ -91,7 +125,7 @@ class Submitter:
     async def _worker(self) -> None:
         window = 0.0
         async for first in self._receive:
-            batch = [first]
+            batch = list(first)
             self._drain(batch)
             if window and len(batch) < self._max_batch:
                 # Requests are streaming in: wait a moment so that this batch carries more of them.
@@ -103,16 +137,35 @@ class Submitter:
     def _drain(self, batch: list[SubmitRequest]) -> None:
         while len(batch) < self._max_batch:
             try:
-                batch.append(self._receive.receive_nowait())
+                batch.extend(self._receive.receive_nowait())
             except anyio.WouldBlock:
                 return
 
+    def _jobs(self, batch: Sequence[SubmitRequest]) -> Iterator[_Job]:
+        """Group the batch: calls sharing a function and a JobSpec become array jobs (unless opted out)."""
+        groups: dict[tuple[str, JobSpec], list[SubmitRequest]] = {}
+        for request in batch:
+            if request.spec.coalesce:
+                groups.setdefault((request.function.digest, request.spec), []).append(request)
+            else:
+                yield _Job(new_token(), [request], None)
+        for requests in groups.values():
+            for start in range(0, len(requests), self._max_array_size):
+                chunk = requests[start : start + self._max_array_size]
+                if len(chunk) == 1:
+                    yield _Job(new_token(), chunk, None)
+                else:
+                    yield _Job(new_token(), chunk, ArrayShape(len(chunk)))
+
     async def _submit_batch(self, batch: Sequence[SubmitRequest]) -> None:
         self.batches += 1
+        jobs = list(self._jobs(batch))
         try:
-            await self._upload(batch)
-            command = batch_sbatch_command([(r.token, self._layout.script(r.token)) for r in batch])
-            result = await self._pool.run(command)
+            await self._upload_shared_files(jobs)
+            # One round trip: the job files travel on the command's standard input, then every sbatch runs.
+            script = write_files_script(self._files(jobs)) + "\n"
+            script += batch_sbatch_command([(j.token, self._layout.script(j.token)) for j in jobs])
+            result = await self._pool.run("bash -s", input=script)
         except BaseException as exc:
             for request in batch:
                 request.error = (
@@ -122,51 +175,71 @@ class Submitter:
             if not isinstance(exc, Exception):
                 raise
             return
+        self.sbatch_calls += len(jobs)
         replies = parse_batch_sbatch(result.stdout)
-        logger.info("submitted a batch of %d job(s) in one command", len(batch))
-        for request in batch:
-            reply = replies.get(request.token)
-            if reply is not None and reply.job_id is not None:
-                request.job_id = reply.job_id
-                self._on_submitted(request)
-            else:
-                said = reply.output if reply is not None else (result.stderr.strip() or "no answer")
-                request.error = SubmissionError(
-                    f"sbatch refused the job: {said}. Check the JobSpec options (each becomes an #SBATCH line).",
-                    sbatch_stderr=said,
-                )
-            request.done.set()
-
-    async def _upload(self, batch: Sequence[SubmitRequest]) -> None:
-        files: dict[str, bytes] = {}
-        mine: dict[str, FunctionBlob] = {}
-        waits: list[anyio.Event] = []
-        for request in batch:
-            blob = request.function
-            if blob.digest in self._uploaded or blob.digest in mine:
-                pass
-            elif blob.digest in self._uploading:
-                waits.append(self._uploading[blob.digest])
-            else:
-                mine[blob.digest] = blob
-                self._uploading[blob.digest] = anyio.Event()
-            files[self._layout.arguments(request.token)] = request.arguments
-            files[self._layout.script(request.token)] = request.script.encode()
-        try:
-            async with self._pool.sftp() as sftp:
-                # Functions go to a temporary name first: a job of another batch may read the final name.
-                staged = {f"{self._layout.function(d)}.{d[:8]}.part": b.data for d, b in mine.items()}
-                await sftp.put_many({**staged, **files})
-                for digest in mine:
-                    await sftp.rename(
-                        f"{self._layout.function(digest)}.{digest[:8]}.part", self._layout.function(digest)
+        logger.info("submitted %d call(s) as %d job(s) in one command", len(batch), len(jobs))
+        for job in jobs:
+            reply = replies.get(job.token)
+            job_id = reply.job_id if reply is not None else None
+            for index, request in enumerate(job.requests):
+                if job_id is None:
+                    said = reply.output if reply is not None else (result.stderr.strip() or "no answer")
+                    request.error = SubmissionError(
+                        f"sbatch refused the job: {said}. Check the JobSpec options (each becomes an #SBATCH line).",
+                        sbatch_stderr=said,
                     )
-            self._uploaded.update(mine)
+                elif job.array is None:
+                    request.token, request.job_id = job.token, job_id
+                    self._on_submitted(request)
+                else:
+                    request.token, request.job_id = f"{job.token}.{index}", f"{job_id}_{index}"
+                    self._on_submitted(request)
+                request.done.set()
+
+    def _files(self, jobs: Sequence[_Job]) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        for job in jobs:
+            first = job.requests[0]
+            if job.array is None:
+                files[self._layout.arguments(job.token)] = first.call.data
+            else:
+                files[self._layout.arguments(job.token)] = pack_argument_table(
+                    [r.call.data for r in job.requests]
+                )
+            files[self._layout.script(job.token)] = self._render(
+                first.spec, first.function, job.token, job.array
+            ).encode()
+        return files
+
+    async def _upload_shared_files(self, jobs: Sequence[_Job]) -> None:
+        """Upload the content-addressed files (functions, large arguments) the jobs need and lack."""
+        shared: dict[str, bytes] = {}  # content-addressed: functions and large arguments
+        for job in jobs:
+            for request in job.requests:
+                shared.setdefault(request.function.digest, request.function.data)
+                shared.update(request.call.blobs)
+        mine = {d: data for d, data in shared.items() if d not in self._uploaded and d not in self._uploading}
+        waits = [self._uploading[d] for d in shared if d in self._uploading]
+        for digest in mine:
+            self._uploading[digest] = anyio.Event()
+        try:
+            if mine:
+                await self._upload_shared(mine)
         finally:
             for digest in mine:
                 self._uploading.pop(digest).set()
         for event in waits:
             await event.wait()
-        if any(r.function.digest not in self._uploaded for r in batch):
-            # The batch that was uploading our function failed: upload it ourselves.
-            await self._upload([r for r in batch if r.function.digest not in self._uploaded])
+        missing = {d for d in shared if d not in self._uploaded}
+        if missing:
+            # The batch that was uploading them failed: upload them with this batch.
+            await self._upload_shared({d: shared[d] for d in missing})
+
+    async def _upload_shared(self, files: Mapping[str, bytes]) -> None:
+        # A temporary name first: a job of another batch may be reading the final name.
+        staged = {digest: f"{self._layout.function(digest)}.{new_token()}.part" for digest in files}
+        async with self._pool.sftp() as sftp:
+            await sftp.put_many({staged[d]: data for d, data in files.items()})
+            for digest, path in staged.items():
+                await sftp.rename(path, self._layout.function(digest))
+        self._uploaded.update(files)

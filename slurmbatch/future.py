@@ -28,7 +28,17 @@ class JobFuture(Generic[T]):
     can be awaited again. Use :meth:`cancel` to cancel the job itself.
     """
 
-    __slots__ = ("_done", "_exception", "_session", "_source_file", "_state", "_value", "job_id", "token")
+    __slots__ = (
+        "_done",
+        "_exception",
+        "_session",
+        "_source_file",
+        "_state",
+        "_value",
+        "_waiters",
+        "job_id",
+        "token",
+    )
 
     def __init__(
         self, session: SlurmSession, *, job_id: str, token: str, source_file: str | None = None
@@ -36,7 +46,10 @@ class JobFuture(Generic[T]):
         self._session = session
         # Where the submitted function was defined, to restore source lines in remote tracebacks.
         self._source_file = source_file
-        self._done = anyio.Event()
+        self._done = False
+        # Created when someone first waits: most futures of a big map are never awaited while pending,
+        # and an event per future would triple their memory.
+        self._waiters: anyio.Event | None = None
         self._value: Any = _PENDING
         self._exception: BaseException | None = None
         self._state = JobState.PENDING
@@ -55,11 +68,14 @@ class JobFuture(Generic[T]):
 
     def done(self) -> bool:
         """Return True once the outcome is known (a value, an exception, or a terminal state)."""
-        return self._done.is_set()
+        return self._done
 
     async def result(self) -> T:
         """Wait for the job and return its value, or raise its exception or typed end state."""
-        await self._done.wait()
+        if not self._done:
+            if self._waiters is None:
+                self._waiters = anyio.Event()
+            await self._waiters.wait()
         if self._exception is not None:
             raise self._exception
         value: T = self._value
@@ -98,14 +114,19 @@ class JobFuture(Generic[T]):
             self._state = state
 
     def _set_result(self, value: Any) -> None:
-        if not self.done():
+        if not self._done:
             self._value = value
             self._state = JobState.COMPLETED
-            self._done.set()
+            self._finish()
 
     def _set_exception(self, exc: BaseException, state: JobState | None = None) -> None:
-        if not self.done():
+        if not self._done:
             self._exception = exc
             if state is not None:
                 self._state = state
-            self._done.set()
+            self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        if self._waiters is not None:
+            self._waiters.set()

@@ -4,6 +4,10 @@ Functions and arguments are pickled with cloudpickle, so functions defined in ``
 closures travel by value; functions of importable modules travel by reference and their module must be
 importable on the cluster too. The outcome file (see :mod:`slurmbatch.remote.runner`) is a
 standard-library pickle of primitives, so it can be read even when its value or exception cannot.
+
+The calls of a job array travel in one file (:func:`pack_argument_table`), and large arguments travel
+by content (:class:`ArgumentStore`): each is pickled and uploaded once, and the calls that use it hold a
+reference to its digest. :mod:`slurmbatch.remote.runner`, which reads both, describes the formats.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import functools
 import hashlib
 import importlib.resources
 import io
+import itertools
 import pickle
+import struct
 import sys
-from collections.abc import Callable, Mapping
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -23,9 +31,19 @@ import cloudpickle
 
 from ._errors import PayloadError, RemoteEnvironmentError, RemoteError
 from ._tracebacks import restore_source_lines
+from .remote.runner import (
+    ARGUMENT_TABLE_HEADER,
+    ARGUMENT_TABLE_MAGIC,
+    ARGUMENT_TABLE_SLOT,
+    ARGUMENT_TABLE_VERSION,
+    BLOB_REFERENCE,
+)
 
 __all__ = [
+    "ArgumentStore",
     "FunctionBlob",
+    "PackedCall",
+    "pack_argument_table",
     "pack_arguments",
     "pack_function",
     "runner_digest",
@@ -88,7 +106,7 @@ def pack_function(fn: Callable[..., Any]) -> FunctionBlob:
 
 
 def pack_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
-    """Pickle one call's ``(args, kwargs)`` for the job side.
+    """Pickle one call's ``(args, kwargs)`` for the job side, every argument inline.
 
     Raises :class:`PayloadError` naming the argument (``args[i]`` or the keyword) that cannot be pickled.
     """
@@ -96,14 +114,226 @@ def pack_arguments(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bytes:
     try:
         return bytes(cloudpickle.dumps(call))
     except Exception as exc:
-        labelled = [(f"args[{i}]", arg) for i, arg in enumerate(call[0])]
-        labelled += [(f"keyword argument {key!r}", value) for key, value in call[1].items()]
-        culprit = _find_unpicklable(labelled)
-        label, obj, cause = culprit if culprit is not None else ("the arguments", call, exc)
-        raise PayloadError(
-            f"Cannot send {label} (a {_type_name(obj)} object) to the job: it cannot be pickled "
-            f"({_describe(cause)}). Pass the data it holds instead, and create such objects inside the function."
-        ) from exc
+        raise _unpicklable_argument(_labelled_arguments(call), exc) from exc
+
+
+@attrs.frozen
+class PackedCall:
+    """One call pickled for the job side by :meth:`ArgumentStore.pack`.
+
+    ``data`` is the call file. ``blobs`` maps the sha256 (hex) of each large argument the call refers to
+    onto its pickle, which the job side loads from ``fn/<digest>.pkl``: upload those not uploaded yet.
+    """
+
+    data: bytes = attrs.field(repr=False)
+    blobs: Mapping[str, bytes] = attrs.field(repr=lambda blobs: f"<{len(blobs)} large argument(s)>")
+
+
+_NO_BLOBS: Mapping[str, bytes] = types.MappingProxyType({})
+
+
+@attrs.frozen
+class _Remembered:
+    value: object  # held so that its id() stays its own while remembered
+    digest: str
+    data: bytes
+
+
+class ArgumentStore:
+    """Pickles calls so that a large argument travels once per session, however many calls use it.
+
+    Each argument whose pickle is at least ``threshold`` bytes is pickled on its own and replaced in the
+    call by a reference to its sha256; the job side loads it from the function directory. The most
+    recently used ``remembered`` large arguments, up to ``remembered_bytes`` of pickles in all, are
+    remembered by identity: passing one of them again costs a lookup, not a pickling.
+
+    An argument is taken to stay as it was while remembered: one changed in place and passed again goes
+    with its first content. Not thread-safe; use one store per session.
+    """
+
+    def __init__(
+        self, threshold: int = 64 * 1024, *, remembered: int = 32, remembered_bytes: int = 1 << 30
+    ) -> None:
+        if threshold < 0 or remembered < 0 or remembered_bytes < 0:
+            raise ValueError("threshold, remembered and remembered_bytes must be 0 or more")
+        self._threshold = threshold
+        self._remembered_max = remembered
+        self._remembered_bytes_max = remembered_bytes
+        self._remembered: OrderedDict[int, _Remembered] = OrderedDict()
+        self._remembered_bytes = 0
+
+    def pack(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> PackedCall:
+        """Pickle the call ``fn(*args, **kwargs)``: its call file and the large arguments it refers to.
+
+        Raises :class:`PayloadError` naming the argument (``args[i]`` or the keyword) that cannot be
+        pickled.
+        """
+        call = (tuple(args), dict(kwargs))
+        if self._all_surely_small(call):
+            # Builtin values only: the standard pickler writes the same bytes as cloudpickle for them,
+            # several times faster, and none of them needs pickling on its own to be measured.
+            return PackedCall(pickle.dumps(call, protocol=cloudpickle.DEFAULT_PROTOCOL), _NO_BLOBS)
+        references: dict[int, str] = {}
+        blobs: dict[str, bytes] = {}
+        for key, value in _keyed_arguments(call):
+            large = self._large(key, value)
+            if large is not None:
+                references[id(value)], blobs[large.digest] = large.digest, large.data
+        try:
+            return PackedCall(_dumps_referring(call, references), blobs)
+        except Exception as exc:
+            raise _unpicklable_argument(_labelled_arguments(call), exc) from exc
+
+    def _all_surely_small(self, call: tuple[tuple[Any, ...], dict[str, Any]]) -> bool:
+        # Plain loops: this runs for every call, and all() over a generator costs as much as the pickling.
+        for values in (call[0], call[1].values()):
+            for value in values:
+                if _builtin_size_bound(value, self._threshold) is None:
+                    return False
+        return True
+
+    def _large(self, key: int | str, value: object) -> _Remembered | None:
+        """The pickle of ``value``, argument ``key``, if it is large, else None (it stays inline)."""
+        if _builtin_size_bound(value, self._threshold) is not None:
+            return None
+        remembered = self._remembered.get(id(value))
+        if remembered is not None and remembered.value is value:
+            self._remembered.move_to_end(id(value))
+            return remembered
+        try:
+            data = cloudpickle.dumps(value)
+        except Exception as exc:
+            raise _unpicklable_argument([(_argument_label(key), value)], exc) from exc
+        if len(data) < self._threshold:
+            return None
+        large = _Remembered(value=value, digest=hashlib.sha256(data).hexdigest(), data=data)
+        self._remember(large)
+        return large
+
+    def _remember(self, large: _Remembered) -> None:
+        self._remembered[id(large.value)] = large
+        self._remembered_bytes += len(large.data)
+        # The store keeps each remembered argument and its pickle alive: bound both.
+        while self._remembered and (
+            len(self._remembered) > self._remembered_max
+            or self._remembered_bytes > self._remembered_bytes_max
+        ):
+            _, evicted = self._remembered.popitem(last=False)
+            self._remembered_bytes -= len(evicted.data)
+
+
+def pack_argument_table(calls: Sequence[bytes]) -> bytes:
+    """Pack the call files ``calls`` into the one argument file of a job array.
+
+    Each call file is a :attr:`PackedCall.data` or what :func:`pack_arguments` returns. Task ``i`` of the
+    array runs ``calls[i]`` and reads only that entry of the file (``runner.py run ... --packed``; the
+    format is described in :mod:`slurmbatch.remote.runner`).
+    """
+    count = len(calls)
+    lengths = [len(call) for call in calls]
+    entries_start = ARGUMENT_TABLE_HEADER.size + count * ARGUMENT_TABLE_SLOT.size
+    slots = [0] * (2 * count)
+    slots[0::2] = itertools.islice(itertools.accumulate(lengths, initial=entries_start), count)
+    slots[1::2] = lengths
+    header = ARGUMENT_TABLE_HEADER.pack(ARGUMENT_TABLE_MAGIC, ARGUMENT_TABLE_VERSION, count)
+    table = struct.pack(f"<{2 * count}Q", *slots)
+    return b"".join(itertools.chain((header, table), calls))
+
+
+class _ReferringPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
+    """A cloudpickle pickler that writes a reference in place of each object in ``references``."""
+
+    def __init__(self, file: io.BytesIO, references: Mapping[int, str]) -> None:
+        super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
+        self._references = references
+
+    def persistent_id(self, obj: object) -> tuple[str, str] | None:
+        digest = self._references.get(id(obj))
+        return None if digest is None else (BLOB_REFERENCE, digest)
+
+
+def _dumps_referring(call: tuple[tuple[Any, ...], dict[str, Any]], references: Mapping[int, str]) -> bytes:
+    if not references:
+        return bytes(cloudpickle.dumps(call))
+    file = io.BytesIO()
+    _ReferringPickler(file, references).dump(call)
+    return file.getvalue()
+
+
+# What a standalone pickle adds to its values besides frame headers: protocol, stop.
+_PICKLE_OVERHEAD = 8
+# At most what one value adds inside a pickle to its own bytes: opcode, 8-byte length, memo entry.
+_ITEM_OVERHEAD = 10
+# Walking more items than this in Python costs more than pickling them: pickle the argument to measure.
+_WALK_LIMIT = 64
+_FIXED_SIZE = frozenset({float, bool, type(None)})
+_COLLECTIONS = frozenset({list, tuple, set, frozenset, dict})
+
+
+def _builtin_size_bound(value: object, limit: int) -> int | None:
+    """An upper bound of the size of ``value``'s pickle if it is below ``limit`` and cheap to know.
+
+    Cheap to know for numbers, strings, bytes, None, and small lists, tuples, sets and dicts of those;
+    None for anything else. Exact types only: a subclass may pickle anything along with its value.
+    """
+    bound = _PICKLE_OVERHEAD
+    walked = 0
+    # Any: the walk dispatches on exact types itself, so the checker need not narrow (nor cast, which costs).
+    items: list[Any] = [value]
+    for item in items:  # containers append their items to the list being walked
+        kind = type(item)
+        if kind is str:
+            bound += _ITEM_OVERHEAD + 4 * len(item)  # UTF-8 takes at most 4 bytes a character
+        elif kind is int:
+            bound += _ITEM_OVERHEAD + item.bit_length() // 8 + 1
+        elif kind in _FIXED_SIZE:
+            bound += _ITEM_OVERHEAD
+        elif kind is bytes:
+            bound += _ITEM_OVERHEAD + len(item)
+        elif kind in _COLLECTIONS:
+            walked += len(item)
+            if walked > _WALK_LIMIT:
+                return None
+            items.extend(item)
+            if kind is dict:
+                items.extend(item.values())
+            bound += 2 * _ITEM_OVERHEAD  # opening and closing opcodes, memo entry, batch marks
+        else:
+            return None
+    bound = _framed(bound)
+    return bound if bound < limit else None
+
+
+def _framed(size: int) -> int:
+    """``size`` plus the headers of the frames a pickle of ``size`` bytes is cut into (9 bytes a frame).
+
+    Frames hold about 64 KiB; a value too large for one is written between two frames.
+    """
+    return size + 18 * (size // 65536 + 1)
+
+
+def _keyed_arguments(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Iterator[tuple[int | str, Any]]:
+    """Each argument of ``call`` with its index (positional) or name (keyword)."""
+    yield from enumerate(call[0])
+    yield from call[1].items()
+
+
+def _labelled_arguments(call: tuple[tuple[Any, ...], dict[str, Any]]) -> list[tuple[str, object]]:
+    return [(_argument_label(key), value) for key, value in _keyed_arguments(call)]
+
+
+def _argument_label(key: int | str) -> str:
+    """How messages name positional argument ``key`` (an index) or keyword argument ``key``."""
+    return f"args[{key}]" if isinstance(key, int) else f"keyword argument {key!r}"
+
+
+def _unpicklable_argument(labelled: list[tuple[str, object]], exc: Exception) -> PayloadError:
+    culprit = _find_unpicklable(labelled)
+    label, obj, cause = culprit if culprit is not None else ("the arguments", tuple(labelled), exc)
+    return PayloadError(
+        f"Cannot send {label} (a {_type_name(obj)} object) to the job: it cannot be pickled "
+        f"({_describe(cause)}). Pass the data it holds instead, and create such objects inside the function."
+    )
 
 
 def unpack_outcome(data: bytes, *, job_id: str, source_file: str | None = None) -> Any:

@@ -14,14 +14,16 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
+from anyio.abc import TaskStatus
 
 from . import _probe
 from ._errors import JobCancelled, SessionClosedError, SubmissionError
 from ._poller import Poller
-from ._remote_layout import RemoteLayout, new_token
-from ._submitter import SubmitRequest, Submitter
+from ._progress import show_progress
+from ._remote_layout import RemoteLayout
+from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
-from .payload import FunctionBlob, pack_arguments, pack_function, runner_digest, runner_source
+from .payload import ArgumentStore, FunctionBlob, pack_function, runner_digest, runner_source
 from .slurm.commands import scancel_argv
 from .slurm.script import render_script
 from .slurm.states import JobState
@@ -36,6 +38,11 @@ T = TypeVar("T")
 _LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 _LOCAL_CLOUDPICKLE = version("cloudpickle")
 _UNSET: Any = object()
+
+
+def _job_token(token: str) -> str:
+    """The token of the job a (possibly array task) token belongs to: ``sb-x.4`` -> ``sb-x``."""
+    return token.split(".", 1)[0]
 
 
 class SlurmSession:
@@ -61,6 +68,7 @@ class SlurmSession:
         user: Login name; default from the ssh config, else the local user.
         port: SSH port; default from the ssh config, else 22.
         key_file: A private key file (or several); default: ssh-agent keys and the usual ``~/.ssh`` keys.
+        cert_file: An OpenSSH certificate for the key (sites that sign short-lived user certificates).
         passphrase: Passphrase of an encrypted key file.
         known_hosts: The known_hosts file that host keys are checked against; default the ssh config's
             ``UserKnownHostsFile``, else ``~/.ssh/known_hosts``.
@@ -89,6 +97,7 @@ class SlurmSession:
         user: str | None = None,
         port: int | None = None,
         key_file: str | Path | Sequence[str | Path] | None = None,
+        cert_file: str | Path | None = None,
         passphrase: str | None = None,
         known_hosts: str | Path | None = None,
         verify_host_key: bool = True,
@@ -113,6 +122,8 @@ class SlurmSession:
         }
         if key_file is not None:
             options["key_files"] = [key_file] if isinstance(key_file, (str, Path)) else list(key_file)
+        if cert_file is not None:
+            options["cert_files"] = [str(cert_file)]
         if known_hosts is not None:
             options["known_hosts"] = str(known_hosts)
         if ssh_config is not _UNSET:
@@ -132,7 +143,10 @@ class SlurmSession:
         self._state = "new"
         self._detached = False
         self._stack = contextlib.AsyncExitStack()
-        self._collected: list[str] = []  # tokens whose remote files may be removed at exit
+        self._collected: list[str] = []  # job tokens whose remote files may be removed at exit
+        # Nothing remembered by identity: an object changed in place between two submits must not travel
+        # stale. Large arguments are still uploaded once per content (their hash).
+        self._arguments = ArgumentStore(remembered=0)
         self._pool: SSHPool
         self._layout: RemoteLayout
         self._poller: Poller
@@ -181,12 +195,18 @@ class SlurmSession:
         self._poller = Poller(
             self._pool, self._layout, accounting=facts.accounting, status_interval=self._status_interval
         )
-        self._submitter = Submitter(self._pool, self._layout, on_submitted=self._on_submitted)
+        self._submitter = Submitter(
+            self._pool,
+            self._layout,
+            render=self._render,
+            on_submitted=self._on_submitted,
+            max_array_size=self.max_array_size,
+        )
         # The task group is not on the exit stack: it must be exited outside the shielded scope that
         # closes the rest (cancel scopes exit in the order they were entered).
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        await self._tg.start(self._poller.run)
+        await self._tg.start(self._watch_jobs)
         await self._tg.start(self._submitter.run)
         logger.info("session open on %s, work directory %s", self.settings.host, facts.workdir)
 
@@ -215,6 +235,29 @@ class SlurmSession:
                 with anyio.CancelScope(shield=True):
                     await self._stack.aclose()
 
+    async def _watch_jobs(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the status loop; when it fails, fail the jobs it was watching with that error, and go on.
+
+        The user's code runs inside this task group: an error here must reach the futures, never cancel
+        the user's block.
+        """
+        started = False
+        while True:
+            try:
+                if started:
+                    await self._poller.run()
+                else:
+                    started = True
+                    await self._poller.run(task_status=task_status)
+            except Exception as exc:
+                logger.error(
+                    "the status loop failed (%s); failing the %d job(s) it watched",
+                    exc,
+                    len(self._poller.live()),
+                )
+                self._poller.fail_all(exc)
+                await anyio.sleep(1.0)
+
     def detach(self) -> list[str]:
         """Let the jobs run on after the ``async with`` block; return the ids of those still live.
 
@@ -240,16 +283,25 @@ class SlurmSession:
         submitted in either case. Concurrent calls are sent to the login node together.
         """
         self._require_open()
-        blob = pack_function(fn)
-        return await self._submit_packed(blob, pack_arguments(tuple(args), kwargs or {}), self._spec(spec))
+        spec = self._spec(spec)
+        request = SubmitRequest(pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec)
+        await self._submitter.submit(request)
+        assert request.future is not None
+        return request.future
 
     async def map(
-        self, fn: Callable[..., T], *iterables: Iterable[Any], spec: JobSpec | None = None
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        spec: JobSpec | None = None,
+        progress: bool = False,
     ) -> list[JobFuture[T]]:
         """Submit ``fn`` once per item, like the builtin ``map``; return the futures in order.
 
-        All iterables must have the same length (a :class:`ValueError` says which differ otherwise).
-        The function is pickled and uploaded once for all calls.
+        The calls become job arrays (one ``sbatch --array`` per MaxArraySize tasks, throttled by
+        ``spec.array_parallelism``), with one packed argument file per array; each future resolves on its
+        own. All iterables must have the same length (a :class:`ValueError` says so otherwise).
+        ``progress=True`` shows a progress bar (needs ``rich``) until every call has finished.
         """
         self._require_open()
         columns = [list(items) for items in iterables]
@@ -263,16 +315,21 @@ class SlurmSession:
             )
         spec = self._spec(spec)
         blob = pack_function(fn)
-        payloads = [pack_arguments(tuple(call), {}) for call in zip(*columns, strict=True)]
-        futures: list[JobFuture[T] | None] = [None] * len(payloads)
-
-        async def one(index: int) -> None:
-            futures[index] = await self._submit_packed(blob, payloads[index], spec)
-
-        async with anyio.create_task_group() as tg:
-            for index in range(len(payloads)):
-                tg.start_soon(one, index)
-        return [f for f in futures if f is not None]
+        requests = [
+            SubmitRequest(blob, self._arguments.pack(tuple(call), {}), spec)
+            for call in zip(*columns, strict=True)
+        ]
+        # One unit for the submitter: the calls become job arrays, split at the cluster's MaxArraySize.
+        await self._submitter.submit_all(requests)
+        refused = [r.error for r in requests if r.error is not None]
+        if refused:
+            raise refused[0]
+        futures: list[JobFuture[T]] = [r.future for r in requests if r.future is not None]
+        if progress:
+            self._tg.start_soon(
+                show_progress, futures, self._poller.progress_event, getattr(fn, "__name__", "map")
+            )
+        return futures
 
     async def as_completed(self, futures: Iterable[JobFuture[T]]) -> AsyncIterator[JobFuture[T]]:
         """Yield ``futures`` as their jobs finish (whatever the outcome), first finished first."""
@@ -296,18 +353,14 @@ class SlurmSession:
             raise TypeError(f"spec must be a JobSpec, not {type(spec).__name__}: build one with JobSpec(...)")
         return spec
 
-    async def _submit_packed(self, blob: FunctionBlob, arguments: bytes, spec: JobSpec) -> JobFuture[Any]:
-        token = new_token()
-        request = SubmitRequest(token, blob, arguments, self._render(spec, token, blob))
-        await self._submitter.submit(request)
-        assert request.future is not None
-        return request.future
-
-    def _render(self, spec: JobSpec, token: str, blob: FunctionBlob) -> str:
+    def _render(self, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None) -> str:
+        """The batch script of job ``token``: one call, or an array whose task ``i`` is call ``i``."""
         layout = self._layout
         python = _probe.python_command(spec.python or self._python)
         runner = layout.runner(runner_digest())
-        result = layout.result(token)
+        # Array tasks share the job's files; the runner puts $SLURM_ARRAY_TASK_ID in place of {task}.
+        task = token if array is None else f"{token}.{{task}}"
+        result = layout.result(task)
         run_argv = [
             *python,
             runner,
@@ -320,17 +373,23 @@ class SlurmSession:
             "--expect-cloudpickle",
             _LOCAL_CLOUDPICKLE.split(".")[0],
         ]
+        if array is not None:
+            run_argv.append("--packed")
         epilogue: list[list[str]] = []
         if spec.use_srun:
-            run_argv += ["--rank-dir", layout.rank_dir(token)]
-            epilogue.append([*python, runner, "gather", result, "--rank-dir", layout.rank_dir(token)])
+            run_argv += ["--rank-dir", layout.rank_dir(task)]
+            epilogue.append([*python, runner, "gather", result, "--rank-dir", layout.rank_dir(task)])
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", blob.name.rsplit(".", 1)[-1])[:40]
-        directives = {
+        output = token if array is None else f"{token}.%a"  # Slurm's own placeholder for the task id
+        directives: dict[str, str] = {
             "job-name": spec.job_name or f"{name}-{token}",
             "comment": token,
-            "output": layout.stdout(token),
-            "error": layout.stderr(token),
+            "output": layout.stdout(output),
+            "error": layout.stderr(output),
         }
+        if array is not None:
+            throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
+            directives["array"] = f"0-{array.size - 1}{throttle}"
         return render_script(spec, run_argv=run_argv, directives=directives, epilogue=epilogue)
 
     def _on_submitted(self, request: SubmitRequest) -> None:
@@ -385,12 +444,18 @@ class SlurmSession:
         done = [t for t in self._collected if t not in live]
         if not done:
             return
-        suffixes = (".args.pkl", ".sh", ".out", ".err", ".ranks")
-        names = "\0".join(f"{token}{suffix}" for token in done for suffix in suffixes)
+        # A job's own files, and the files an array's tasks share once none of its tasks is live.
+        names = [f"{token}{suffix}" for token in done for suffix in (".out", ".err", ".ranks")]
+        live_jobs = {_job_token(t) for t in live}
+        names += [
+            f"{job}{suffix}"
+            for job in {_job_token(t) for t in done} - live_jobs
+            for suffix in (".args.pkl", ".sh")
+        ]
         with anyio.move_on_after(60):
             try:
                 await self._pool.run(
-                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs -0 rm -rf --", input=names
+                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs -0 rm -rf --", input="\0".join(names)
                 )
             except Exception as exc:
                 logger.warning("could not remove the remote files of %d job(s): %s", len(done), exc)

@@ -3,7 +3,7 @@
 The batch script runs::
 
     PYTHON runner.py run FN_PATH ARGS_PATH RESULT_PATH [--expect-python 3.11] [--expect-cloudpickle 3]
-                                                       [--rank-dir DIR]
+                                                       [--rank-dir DIR] [--packed]
     PYTHON runner.py gather RESULT_PATH --rank-dir DIR --ntasks N
 
 ``run`` loads the function (FN_PATH) and its ``(args, kwargs)`` (ARGS_PATH), calls it, and writes the
@@ -11,6 +11,19 @@ outcome to RESULT_PATH. With ``--rank-dir`` every task of an ``srun`` step runs 
 ``DIR/rank-<SLURM_PROCID>.pkl`` instead; ``gather`` then picks the outcome that stands for the whole job
 (the first failing rank, else rank 0) and writes RESULT_PATH, so that file is written exactly once.
 A literal ``{task}`` in any path is replaced by ``$SLURM_ARRAY_TASK_ID``.
+
+With ``--packed``, ARGS_PATH is an argument table holding the calls of a whole job array, and the task
+runs entry ``$SLURM_ARRAY_TASK_ID``. The table is, all integers unsigned little-endian::
+
+    header   magic b"SBARGS", format version (2 bytes, 1), entry count (8 bytes)
+    slots    one per entry: offset from the start of the file (8 bytes), length (8 bytes)
+    entries  the call files, back to back
+
+A task reads the header, its own slot and its own entry, whatever the size of the table.
+
+A call file may refer to large arguments uploaded once for many calls: its pickle holds the persistent
+id ``("slurmbatch.blob", SHA256)`` in their place, and the runner loads ``SHA256.pkl`` from FN_PATH's
+directory (the content-addressed function directory) once per digest.
 
 The outcome file is a standard-library pickle of a dict of primitives (``format``, ``kind``, ``value``,
 ``exception``, ``exc_type``, ``message``, ``traceback``, ``python``, ``cloudpickle``, ``host``,
@@ -28,19 +41,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import pickle
 import platform
+import re
 import socket
+import struct
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from types import ModuleType, TracebackType
-from typing import Any
+from typing import IO, Any
 
 OUTCOME_FORMAT = 1
 OUTCOME_PROTOCOL = 4
 TASK_PLACEHOLDER = "{task}"
+
+ARGUMENT_TABLE_MAGIC = b"SBARGS"
+ARGUMENT_TABLE_VERSION = 1
+ARGUMENT_TABLE_HEADER = struct.Struct("<6sHQ")  # magic, format version, entry count
+ARGUMENT_TABLE_SLOT = struct.Struct("<QQ")  # offset of the entry from the start of the file, its length
+BLOB_REFERENCE = "slurmbatch.blob"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class _LoadError(Exception):
@@ -63,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 expect_python=options.expect_python,
                 expect_cloudpickle=options.expect_cloudpickle,
                 rank_dir=_with_task(options.rank_dir) if options.rank_dir else None,
+                packed=options.packed,
             )
         return gather(_with_task(options.result_path), _with_task(options.rank_dir), int(options.ntasks))
     except _UsageError as error:
@@ -78,8 +103,12 @@ def run(
     expect_python: str | None = None,
     expect_cloudpickle: str | None = None,
     rank_dir: str | None = None,
+    packed: bool = False,
 ) -> int:
-    """Call the pickled function once and write its outcome; return 0 if it returned, else 1."""
+    """Call the pickled function once and write its outcome; return 0 if it returned, else 1.
+
+    With ``packed``, ``args_path`` is an argument table and the call is its entry ``$SLURM_ARRAY_TASK_ID``.
+    """
     rank = int(os.environ.get("SLURM_PROCID") or 0)
     cloudpickle, import_error = _import_cloudpickle()
     problem = _environment_problem(expect_python, expect_cloudpickle, cloudpickle, import_error)
@@ -87,7 +116,9 @@ def run(
         outcome = _outcome(rank, cloudpickle, kind="environment", message=problem)
     else:
         # Other ranks only report success: rank 0's value stands for the job.
-        outcome = _call(cloudpickle, fn_path, args_path, rank, keep_value=rank_dir is None or rank == 0)
+        outcome = _call(
+            cloudpickle, fn_path, args_path, rank, keep_value=rank_dir is None or rank == 0, packed=packed
+        )
     destination = os.path.join(rank_dir, f"rank-{rank}.pkl") if rank_dir else result_path
     if rank_dir:
         # gather learns how many ranks to expect from the step itself, whatever srun options made it.
@@ -158,12 +189,12 @@ def _recorded_ntasks(rank_dir: str) -> int:
     return recorded
 
 
-def _call(cloudpickle: Any, fn_path: str, args_path: str, rank: int, *, keep_value: bool) -> dict[str, Any]:
+def _call(
+    cloudpickle: Any, fn_path: str, args_path: str, rank: int, *, keep_value: bool, packed: bool
+) -> dict[str, Any]:
     try:
         fn = _load(cloudpickle, fn_path, "function")
-        call_args = _load(cloudpickle, args_path, "arguments")
-        if not (isinstance(call_args, tuple) and len(call_args) == 2 and isinstance(call_args[1], dict)):
-            raise _LoadError(f"The arguments file {args_path} does not hold an (args, kwargs) pair.")
+        call_args = _load_arguments(cloudpickle, args_path, os.path.dirname(fn_path), packed=packed)
     except _LoadError as error:
         cause = error.__cause__
         details = _format_traceback(cause, cause.__traceback__) if cause is not None else ""
@@ -190,13 +221,39 @@ def _call(cloudpickle: Any, fn_path: str, args_path: str, rank: int, *, keep_val
 
 
 def _load(cloudpickle: Any, path: str, what: str) -> Any:
+    return _unpickle(_read_file(path, what), f"the {what} file {path}", cloudpickle.loads)
+
+
+def _load_arguments(cloudpickle: Any, path: str, blob_dir: str, *, packed: bool) -> tuple[Any, Any]:
+    """Load the ``(args, kwargs)`` in ``path``, or if ``packed`` in this array task's entry of it.
+
+    The large arguments it refers to are loaded from ``blob_dir``.
+    """
+    if packed:
+        index, data = _read_own_entry(path)
+        source = f"entry {index} of the packed arguments file {path}"
+    else:
+        data, source = _read_file(path, "arguments"), f"the arguments file {path}"
+    blobs = _BlobDirectory(cloudpickle, blob_dir)
+    call = _unpickle(data, source, lambda call_file: _CallUnpickler(io.BytesIO(call_file), blobs).load())
+    if not (isinstance(call, tuple) and len(call) == 2 and isinstance(call[1], dict)):
+        raise _LoadError(f"{source[0].upper()}{source[1:]} does not hold an (args, kwargs) pair.")
+    return call[0], call[1]
+
+
+def _read_file(path: str, what: str) -> bytes:
     try:
         with open(path, "rb") as file:
-            data = file.read()
+            return file.read()
     except OSError as exc:
         raise _LoadError(f"Could not read the {what} file {path}: {exc.strerror or exc}.") from exc
+
+
+def _unpickle(data: bytes, source: str, loads: Callable[[bytes], Any]) -> Any:
     try:
-        return cloudpickle.loads(data)
+        return loads(data)
+    except _LoadError:
+        raise  # a large argument it refers to could not be loaded; that error names the file
     except Exception as exc:
         if isinstance(exc, ImportError):
             hint = (
@@ -206,8 +263,124 @@ def _load(cloudpickle: Any, path: str, what: str) -> Any:
         else:
             hint = "The file may be damaged or was pickled by an incompatible client."
         raise _LoadError(
-            f"Could not unpickle the {what} file {path} ({len(data)} bytes): {_describe(exc)}. {hint}"
+            f"Could not unpickle {source} ({len(data)} bytes): {_describe(exc)}. {hint}"
         ) from exc
+
+
+class _BlobDirectory:
+    """The large arguments a call refers to, loaded from ``directory`` once per digest."""
+
+    def __init__(self, cloudpickle: Any, directory: str) -> None:
+        self._cloudpickle = cloudpickle
+        self._directory = directory
+        # One object per digest: arguments that were the same object on the client stay one object here.
+        self._loaded: dict[str, Any] = {}
+
+    def load(self, pid: Any) -> Any:
+        digest = _blob_digest(pid)
+        if digest not in self._loaded:
+            path = os.path.join(self._directory, f"{digest}.pkl")
+            self._loaded[digest] = _load(self._cloudpickle, path, "large-argument")
+        return self._loaded[digest]
+
+
+class _CallUnpickler(pickle.Unpickler):
+    """Unpickles a call file, putting each large argument it refers to in place of its reference."""
+
+    def __init__(self, file: IO[bytes], blobs: _BlobDirectory) -> None:
+        super().__init__(file)
+        self._blobs = blobs
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._blobs.load(pid)
+
+
+def _blob_digest(pid: Any) -> str:
+    # The digest becomes a file name: anything but 64 hex digits could point outside the directory.
+    if (
+        isinstance(pid, tuple)
+        and len(pid) == 2
+        and pid[0] == BLOB_REFERENCE
+        and isinstance(pid[1], str)
+        and _DIGEST.fullmatch(pid[1])
+    ):
+        return pid[1]
+    raise pickle.UnpicklingError(f"it holds the reference {pid!r}, which is not to a large argument")
+
+
+def _read_own_entry(path: str) -> tuple[int, bytes]:
+    """Return this array task's index and its entry of the argument table ``path``."""
+    try:
+        with open(path, "rb") as file:
+            return read_table_entry(file, path, os.environ.get("SLURM_ARRAY_TASK_ID", ""))
+    except OSError as exc:
+        raise _LoadError(f"Could not read the arguments file {path}: {exc.strerror or exc}.") from exc
+
+
+def read_table_entry(file: IO[bytes], path: str, task: str) -> tuple[int, bytes]:
+    """Return the index ``task`` (a decimal string) and its entry of the argument table open as ``file``.
+
+    Reads the header, one slot and one entry, nothing else. ``path`` is for messages.
+    """
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    count = _table_count(file.read(ARGUMENT_TABLE_HEADER.size), size, path)
+    index = _table_index(task, count, path)
+    file.seek(ARGUMENT_TABLE_HEADER.size + index * ARGUMENT_TABLE_SLOT.size)
+    offset, length = ARGUMENT_TABLE_SLOT.unpack(file.read(ARGUMENT_TABLE_SLOT.size))
+    entries_start = ARGUMENT_TABLE_HEADER.size + count * ARGUMENT_TABLE_SLOT.size
+    if offset < entries_start or offset + length > size:
+        raise _LoadError(
+            f"The packed arguments file {path} is damaged: entry {index} is said to span bytes {offset} to "
+            f"{offset + length}, outside the entries (bytes {entries_start} to {size})."
+        )
+    file.seek(offset)
+    data = file.read(length)
+    if len(data) != length:  # the file shrank since its size was taken
+        raise _LoadError(f"The packed arguments file {path} is damaged: entry {index} is cut short.")
+    return index, data
+
+
+def _table_count(header: bytes, size: int, path: str) -> int:
+    """The entry count in the table ``header``, checked against the file's ``size``."""
+    if len(header) < ARGUMENT_TABLE_HEADER.size or not header.startswith(ARGUMENT_TABLE_MAGIC):
+        raise _LoadError(
+            f"The arguments file {path} is not a packed argument table (it lacks the table header), "
+            "so it is damaged, or it holds a single call and the job should not have been given --packed."
+        )
+    _, version, count = ARGUMENT_TABLE_HEADER.unpack(header)
+    if version != ARGUMENT_TABLE_VERSION:
+        raise _LoadError(
+            f"The packed arguments file {path} has table format {version}, but this runner reads only "
+            f"format {ARGUMENT_TABLE_VERSION}."
+        )
+    if ARGUMENT_TABLE_HEADER.size + count * ARGUMENT_TABLE_SLOT.size > size:
+        raise _LoadError(
+            f"The packed arguments file {path} is damaged: its header announces {count} entries, "
+            f"but the file ({size} bytes) is too short to hold their table."
+        )
+    return int(count)
+
+
+def _table_index(task: str, count: int, path: str) -> int:
+    """This task's entry in a table of ``count`` entries: ``task``, the array task id, checked."""
+    if not task:
+        raise _LoadError(
+            f"The arguments file {path} packs the calls of a job array, but SLURM_ARRAY_TASK_ID is not "
+            "set, so the job cannot tell which call is its own. Only tasks of an `sbatch --array` job "
+            "can run it."
+        )
+    try:
+        index = int(task)
+    except ValueError:
+        index = -1
+    if not 0 <= index < count:
+        held = f"calls for tasks 0 to {count - 1} only" if count else "no calls"
+        raise _LoadError(
+            f"This is array task {task}, but the packed arguments file {path} holds {held}. The job was "
+            "submitted with an --array range that does not match its arguments file."
+        )
+    return index
 
 
 def _exception_outcome(
@@ -384,6 +557,9 @@ def _parser() -> argparse.ArgumentParser:
     run_command.add_argument("--expect-python", help="the client's Python major.minor, e.g. 3.11")
     run_command.add_argument("--expect-cloudpickle", help="the client's cloudpickle major version, e.g. 3")
     run_command.add_argument("--rank-dir", help="write DIR/rank-$SLURM_PROCID.pkl instead of RESULT_PATH")
+    run_command.add_argument(
+        "--packed", action="store_true", help="ARGS_PATH is an argument table: run entry $SLURM_ARRAY_TASK_ID"
+    )
     gather_command = commands.add_parser("gather", help="merge the per-rank outcomes into RESULT_PATH")
     gather_command.add_argument("result_path")
     gather_command.add_argument("--rank-dir", required=True)

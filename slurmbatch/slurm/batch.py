@@ -8,16 +8,17 @@ with the output's newlines folded to a record separator, so one bad job never hi
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import attrs
 
-__all__ = ["SbatchReply", "batch_sbatch_command", "parse_batch_sbatch"]
+__all__ = ["SbatchReply", "batch_sbatch_command", "parse_batch_sbatch", "write_files_script"]
 
 _RS = "\x1e"
+# Bash builtins only, apart from sbatch itself: on a login node, process starts are what costs.
 _FUNCTION = (
-    'sb_submit() { out=$(sbatch --parsable "$2" 2>&1); rc=$?; '
-    "printf '%s %s %s\\n' \"$1\" \"$rc\" \"$(printf '%s' \"$out\" | tr '\\n' '\\036')\"; }"
+    'sb_submit() { local out rc; out=$(sbatch --parsable "$2" 2>&1); rc=$?; '
+    "printf '%s %s %s\\n' \"$1\" \"$rc\" \"${out//$'\\n'/$'\\036'}\"; }"
 )
 
 
@@ -60,10 +61,29 @@ def batch_sbatch_command(jobs: Sequence[tuple[str, str]], *, lanes: int = 8) -> 
 def parse_batch_sbatch(stdout: str) -> dict[str, SbatchReply]:
     """Parse the output of :func:`batch_sbatch_command` into one reply per token."""
     replies: dict[str, SbatchReply] = {}
-    for line in stdout.splitlines():
+    # Not splitlines(): it also splits at the record separator that stands for the output's newlines.
+    for line in stdout.split("\n"):
         token, _, rest = line.partition(" ")
         status, _, output = rest.partition(" ")
         if not token or not status.lstrip("-").isdigit():
             continue
         replies[token] = SbatchReply(token, int(status), output.replace(_RS, "\n").strip())
     return replies
+
+
+def write_files_script(files: Mapping[str, bytes]) -> str:
+    """Shell lines that write each file (mode 0600) with bash's builtin printf, no process per file:
+    files ride along with the command that submits them, so a batch costs one round trip.
+    """
+    lines = ["umask 077"]
+    for path, data in files.items():
+        lines.append(f"printf '%b' '{_printf_escaped(data)}' > {shlex.quote(path)}")
+    return "\n".join(lines)
+
+
+_PLAIN = frozenset(range(0x20, 0x7F)) - {ord("\\"), ord("'")}
+
+
+def _printf_escaped(data: bytes) -> str:
+    """``data`` as the argument of ``printf '%b'`` inside single quotes: octal escapes for the rest."""
+    return "".join(chr(byte) if byte in _PLAIN else f"\\0{byte:03o}" for byte in data)

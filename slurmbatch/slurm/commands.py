@@ -43,15 +43,16 @@ def sbatch_argv(script_path: str, *, extra: Sequence[str] = ()) -> list[str]:
 
 
 def squeue_argv(job_ids: Iterable[str]) -> list[str]:
-    """Ask squeue about *job_ids*, in any state, one line per job and per array task.
+    """Ask squeue about *job_ids*, in any state: one line per job, per started array task, and per range
+    of pending array tasks (``123_[5-9]``, which :func:`~slurmbatch.slurm.parse.parse_squeue` expands).
 
-    ``--array`` lists pending array tasks one per line instead of as a range like ``123_[5-9]``. Finished
-    jobs stay visible only for the controller's ``MinJobAge``; after that, ask :func:`sacct_argv`.
+    Give an array's own id to hear about all its tasks: the output then stays a few lines for an array
+    of thousands of pending tasks. Finished jobs stay visible only for the controller's ``MinJobAge``;
+    after that, ask :func:`sacct_argv`.
     """
     return [
         "squeue",
         "--noheader",
-        "--array",
         "--states=all",
         f"--jobs={_id_list(job_ids)}",
         f"--Format={SQUEUE_FORMAT}",

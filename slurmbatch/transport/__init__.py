@@ -1,8 +1,8 @@
 """SSH transport: a bounded pool of asyncssh connections that runs under asyncio and trio.
 
-`SSHPool` runs commands (`SSHPool.run`) and SFTP sessions (`SSHPool.sftp`) over at most
-``max_connections`` connections with at most ``max_channels`` channels each, reconnecting when a
-connection drops. `ConnectSettings` says where and how to connect.
+`SSHPool` runs commands (`SSHPool.run`), SFTP sessions (`SSHPool.sftp`) and long-running commands read
+line by line (`SSHPool.stream`) over at most ``max_connections`` connections with at most
+``max_channels`` channels each, reconnecting when a connection drops. `ConnectSettings` says where and how to connect.
 """
 
 from .pool import SSHPool
@@ -10,5 +10,6 @@ from .result import CommandResult
 from .settings import ConnectSettings
 from .sftp import SFTPClient
 from .stats import PoolStats
+from .stream import LineStream
 
-__all__ = ["CommandResult", "ConnectSettings", "PoolStats", "SFTPClient", "SSHPool"]
+__all__ = ["CommandResult", "ConnectSettings", "LineStream", "PoolStats", "SFTPClient", "SSHPool"]

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import asyncssh
 
-__all__ = ["ChannelNotOpened", "start_process", "start_sftp", "stop_process"]
+__all__ = ["ChannelNotOpened", "start_output_process", "start_process", "start_sftp", "stop_process"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,20 @@ async def start_process(
         opening = connection.create_process(command, input=stdin, encoding=None)
     else:
         opening = connection.create_process(command, stdin=asyncssh.DEVNULL, encoding=None)
+    return await _open(connection, opening, stop_process)
+
+
+async def start_output_process(
+    connection: asyncssh.SSHClientConnection, command: str
+) -> asyncssh.SSHClientProcess[bytes]:
+    """Start ``command`` on a new channel for its standard output alone.
+
+    It reads end of file on standard input, and its standard error is discarded, so that output nobody
+    reads cannot fill the channel's window and stall standard output.
+    """
+    opening = connection.create_process(
+        command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None
+    )
     return await _open(connection, opening, stop_process)
 
 

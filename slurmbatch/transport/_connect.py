@@ -54,6 +54,8 @@ async def load_options(settings: ConnectSettings) -> asyncssh.SSHClientConnectio
         optional["username"] = settings.user
     if settings.key_files:
         optional["client_keys"] = list(settings.key_files)
+    if settings.cert_files:
+        optional["client_certs"] = list(settings.cert_files)
     if not settings.verify_host_key:
         optional["known_hosts"] = None
     elif settings.known_hosts is not None:

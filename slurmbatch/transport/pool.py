@@ -21,6 +21,7 @@ Limits and behaviour:
 * A command whose connection drops while it runs is not retried, since it may have run: `run` raises
   `ConnectError`. A request whose channel never opened is retried on a new connection.
 * Cancelling `run` sends the remote command SIGTERM (see `SSHPool.run` for when sshd cannot deliver it).
+* A `stream` holds one channel for as long as its block runs, counted against the limits like any other.
 * Output is held in memory; commands are for control traffic, not bulk data.
 """
 
@@ -41,13 +42,14 @@ from slurmbatch._errors import ConnectError, SessionClosedError, SlurmBatchError
 
 from ._backoff import reconnect_delays, refusal_pause
 from ._bridge import AsyncioBridge
-from ._channel import ChannelNotOpened, start_sftp
+from ._channel import ChannelNotOpened, start_output_process, start_sftp, stop_process
 from ._connect import Target, connect, explain, is_throttling, is_unreachable, load_options
 from ._exec import run_command
 from .result import CommandResult
 from .settings import ConnectSettings
 from .sftp import SFTPClient
 from .stats import PoolStats
+from .stream import LineStream
 
 logger = logging.getLogger("slurmbatch")
 
@@ -233,6 +235,50 @@ class SSHPool:
             else:
                 with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
                     await self._bridge.call(_close_sftp, session)
+            finally:
+                self._release(connection)
+
+    @asynccontextmanager
+    async def stream(self, command: str) -> AsyncIterator[LineStream]:
+        """Start ``command`` and read its standard output line by line while the block runs.
+
+        For long-running commands that report as they go::
+
+            async with pool.stream("tail -F run.log") as lines:
+                async for line in lines:
+                    ...
+
+        The command runs through the remote login shell and holds one channel of the pool for the whole
+        block. It reads end of file on standard input, and its standard error is discarded (redirect it
+        with ``2>&1`` to read it). Iteration stops when the command closes its output; the
+        `LineStream` then tells its exit status.
+
+        Leaving the block, however it is left, sends the command SIGTERM and closes its channel (see
+        `run` for when sshd cannot deliver the signal: a command that keeps printing then ends at its next
+        write to the closed channel).
+
+        Cancellation: cancelling the block stops the command as above without waiting for the server;
+        cancelling only a wait for the next line loses no output (see `LineStream`).
+
+        Raises:
+            ConnectError: no connection could be opened; while iterating, the connection dropped.
+            SessionClosedError: the pool is closed.
+        """
+
+        async def start_on(connection: _Connection) -> asyncssh.SSHClientProcess[bytes]:
+            return await self._bridge.call(start_output_process, connection.ssh, command)
+
+        ticket = self._arrive()
+        async with self._slots:
+            connection, process = await self._on_a_channel(ticket, start_on)
+            try:
+                yield LineStream(self._bridge, process, command, self._target)
+            except BaseException:
+                self._bridge.call_soon(stop_process, process)
+                raise
+            else:
+                with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                    await self._bridge.call(_stop_process_and_wait, process)
             finally:
                 self._release(connection)
 
@@ -453,6 +499,11 @@ class SSHPool:
 async def _close_sftp(session: asyncssh.SFTPClient) -> None:
     session.exit()
     await session.wait_closed()
+
+
+async def _stop_process_and_wait(process: asyncssh.SSHClientProcess[bytes]) -> None:
+    stop_process(process)
+    await process.wait_closed()
 
 
 async def _close_connection(ssh: asyncssh.SSHClientConnection) -> None:

@@ -73,6 +73,9 @@ class ConnectSettings:
             holds, the config's ``IdentityFile`` entries, and ``~/.ssh/id_ed25519``, ``id_ecdsa``,
             ``id_rsa`` and friends.
         passphrase: Passphrase for encrypted key files (not shown in ``repr``).
+        cert_files: OpenSSH certificates to offer with the key files (e.g. ``id_ed25519-cert.pub``), for
+            sites that sign user keys. Empty means asyncssh's default: a ``<key>-cert.pub`` file next to
+            each key file, when there is one.
         known_hosts: The known_hosts file to check the server's host key against. ``None`` means the
             ssh config's ``UserKnownHostsFile``, else ``~/.ssh/known_hosts``.
         verify_host_key: ``False`` accepts any host key. This is an explicit opt-out that exposes the
@@ -89,6 +92,7 @@ class ConnectSettings:
     user: str | None = None
     key_files: tuple[str, ...] = attrs.field(default=(), converter=_to_paths)
     passphrase: str | None = attrs.field(default=None, repr=False)
+    cert_files: tuple[str, ...] = attrs.field(default=(), converter=_to_paths)
     known_hosts: str | None = attrs.field(default=None, converter=_to_optional_path)
     verify_host_key: bool = True
     ssh_config: tuple[str, ...] = attrs.field(factory=_default_ssh_config, converter=_to_paths)

@@ -92,6 +92,10 @@ class SFTPClient:
         """Remove the remote file ``path``."""
         await self._bridge.call(self._remote.remove, path)
 
+    async def remove_many(self, paths: Iterable[str]) -> None:
+        """Remove several files concurrently; a file that is already gone is no error."""
+        await self._bridge.call(self._remote.remove_many, list(dict.fromkeys(paths)))
+
     async def rename(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst``, atomically replacing ``dst`` if it exists (like `os.replace`)."""
         await self._bridge.call(self._remote.rename, src, dst)
@@ -164,6 +168,19 @@ class _RemoteFiles:
     async def remove(self, path: str) -> None:
         with self._translated("remove", path):
             await self._session.remove(path)
+
+    async def remove_many(self, paths: list[str]) -> None:
+        limit = anyio.CapacityLimiter(MAX_FILES_IN_FLIGHT)
+
+        async def remove_one(path: str) -> None:
+            async with limit:
+                with suppress(FileNotFoundError):
+                    await self.remove(path)
+
+        with _first_error():
+            async with anyio.create_task_group() as group:
+                for path in paths:
+                    group.start_soon(remove_one, path)
 
     async def rename(self, src: str, dst: str) -> None:
         with self._translated(f"rename to {dst}", src):

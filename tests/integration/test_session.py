@@ -213,7 +213,9 @@ async def test_error_in_block_cancels_live_jobs_in_one_call(
     cancels_before = sdiag_count(slurm_cluster, "REQUEST_KILL_JOB")
     with pytest.raises(ZeroDivisionError):
         async with SlurmSession("127.0.0.1", **session_kwargs) as session:
-            futures = await session.map(slow, [300] * 5)
+            # Separate jobs, so that squeue keeps a CANCELLED record of each (pending array tasks that
+            # are cancelled leave none).
+            futures = await session.map(slow, [300] * 5, spec=JobSpec(coalesce=False))
             1 / 0  # noqa: B018
     for future in futures:
         assert isinstance(future.exception(), JobCancelled)
@@ -230,7 +232,7 @@ async def test_cancelling_the_session_block_cancels_its_jobs(
     futures: list[Any] = []
     with anyio.move_on_after(8) as scope:
         async with SlurmSession("127.0.0.1", **session_kwargs) as session:
-            futures = await session.map(slow, [300] * 3)
+            futures = await session.map(slow, [300] * 3, spec=JobSpec(coalesce=False))
             await anyio.sleep_forever()
     assert scope.cancelled_caught
     assert len(futures) == 3

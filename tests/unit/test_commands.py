@@ -29,7 +29,6 @@ def test_squeue_argv() -> None:
     assert squeue_argv(["12", "13_4", "12"]) == [
         "squeue",
         "--noheader",
-        "--array",
         "--states=all",
         "--jobs=12,13_4",
         f"--Format={SQUEUE_FORMAT}",

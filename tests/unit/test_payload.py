@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import pickle
 import socket
+import struct
 import subprocess
 import sys
 import threading
+import timeit
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,11 @@ import pytest
 
 from slurmbatch._errors import PayloadError, RemoteEnvironmentError, RemoteError
 from slurmbatch.payload import (
+    ArgumentStore,
     FunctionBlob,
+    PackedCall,
+    _builtin_size_bound,
+    pack_argument_table,
     pack_arguments,
     pack_function,
     runner_digest,
@@ -267,3 +275,263 @@ def test_runner_source_is_the_runner_module_file() -> None:
 
     assert runner_source() == source
     assert runner_digest() == hashlib.sha256(source).hexdigest()
+
+
+class Counted:
+    """A large argument that counts how often it is pickled."""
+
+    pickled = 0
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        type(self).pickled += 1
+        return (Counted, (self.payload,))
+
+
+@pytest.fixture
+def counted(by_value: None) -> Iterator[type[Counted]]:
+    Counted.pickled = 0
+    yield Counted
+
+
+def load_call(packed: PackedCall) -> Any:
+    """Unpickle a call file as the runner does, resolving references from ``packed.blobs``."""
+
+    class Resolving(pickle.Unpickler):
+        def persistent_load(self, pid: Any) -> Any:
+            tag, digest = pid
+            assert tag == "slurmbatch.blob"
+            return cloudpickle.loads(packed.blobs[digest])
+
+    return Resolving(io.BytesIO(packed.data)).load()
+
+
+def test_large_argument_passed_to_many_calls_is_pickled_once(counted: type[Counted]) -> None:
+    store = ArgumentStore(threshold=1000)
+    large = counted(b"x" * 5000)
+
+    packed = [store.pack((large, i), {}) for i in range(3)]
+
+    assert counted.pickled == 1
+    [digest] = packed[0].blobs
+    assert all(call.blobs == {digest: packed[0].blobs[digest]} for call in packed)
+    assert digest == hashlib.sha256(packed[0].blobs[digest]).hexdigest()
+    assert all(len(call.data) < 200 for call in packed)  # a reference, not the object
+    args, kwargs = load_call(packed[2])
+    assert (args[0].payload, args[1], kwargs) == (b"x" * 5000, 2, {})
+
+
+def test_large_keyword_argument_is_referenced_too(counted: type[Counted]) -> None:
+    store = ArgumentStore(threshold=1000)
+    large = counted(b"k" * 5000)
+
+    first = store.pack((), {"data": large, "n": 1})
+    second = store.pack((1,), {"data": large})
+
+    assert counted.pickled == 1
+    assert first.blobs == second.blobs and len(first.blobs) == 1
+    args, kwargs = load_call(second)
+    assert (args, kwargs["data"].payload) == ((1,), b"k" * 5000)
+
+
+def test_small_arguments_stay_inline_in_the_same_bytes_as_pack_arguments() -> None:
+    store = ArgumentStore()
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        ((1, 2, 3), {}),
+        ((1.5, "é" * 100, b"raw", None, True, -(2**100)), {"options": {"lr": 0.1, "layers": [64, 64]}}),
+        (({1, 2}, frozenset("ab"), (1, (2, (3,)))), {}),
+        ((lambda x: x, Path("/data")), {"n": 3}),  # not builtin: measured by pickling
+    ]
+
+    for args, kwargs in calls[:3]:
+        packed = store.pack(args, kwargs)
+        assert (packed.data, packed.blobs) == (pack_arguments(args, kwargs), {})
+    packed = store.pack(*calls[3])
+    assert packed.blobs == {}
+    args, kwargs = cloudpickle.loads(packed.data)
+    assert (args[0](7), args[1], kwargs) == (7, Path("/data"), {"n": 3})
+
+
+def test_equal_large_arguments_share_one_digest() -> None:
+    store = ArgumentStore(threshold=1000)
+
+    first = store.pack((list(range(1000)),), {})
+    second = store.pack((list(range(1000)),), {})
+
+    assert first.blobs == second.blobs and len(first.blobs) == 1
+    assert first.data == second.data
+
+
+def test_same_large_argument_twice_in_one_call_is_one_reference(counted: type[Counted]) -> None:
+    large = counted(b"x" * 5000)
+
+    packed = ArgumentStore(threshold=1000).pack((large, large), {"again": large})
+
+    assert (counted.pickled, len(packed.blobs)) == (1, 1)
+    args, kwargs = load_call(packed)
+    assert args[0].payload == kwargs["again"].payload == b"x" * 5000
+
+
+def test_remembered_large_arguments_are_bounded(counted: type[Counted]) -> None:
+    store = ArgumentStore(threshold=1000, remembered=2)
+    first, second, third = counted(b"1" * 5000), counted(b"2" * 5000), counted(b"3" * 5000)
+
+    for large in (first, second, first, third, first, second):
+        store.pack((large,), {})
+
+    # first stays remembered (recently used); second is forgotten when third comes, and pickled again.
+    assert counted.pickled == 4
+
+
+def test_remembered_large_arguments_are_bounded_in_bytes(counted: type[Counted]) -> None:
+    store = ArgumentStore(threshold=1000, remembered_bytes=12_000)
+    first, second, third = counted(b"1" * 5000), counted(b"2" * 5000), counted(b"3" * 5000)
+
+    for large in (first, second, third, first):
+        store.pack((large,), {})
+
+    assert counted.pickled == 4
+
+
+def test_argument_store_names_the_argument_that_cannot_be_pickled() -> None:
+    store = ArgumentStore(threshold=1000)
+    large = list(range(1000))
+
+    with pytest.raises(PayloadError, match=r"Cannot send args\[1\] \(a _thread.lock object\)"):
+        store.pack((large, threading.Lock()), {})
+    with pytest.raises(PayloadError, match=r"Cannot send keyword argument 'guard' \(a _thread.lock object\)"):
+        store.pack((1,), {"data": large, "guard": threading.Lock()})
+    with pytest.raises(PayloadError, match=r"Cannot send args\[0\] \(a list object\)"):
+        store.pack(([threading.Lock()] * 100,), {})
+
+
+def test_argument_store_refuses_negative_limits() -> None:
+    with pytest.raises(ValueError, match="must be 0 or more"):
+        ArgumentStore(threshold=-1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -1,
+        2**64,
+        -(2**13000),
+        1.5,
+        None,
+        False,
+        "",
+        "\U0001f600\ud800" * 300,
+        b"b" * 70_000,
+        ["a" * 70_000, b"b" * 70_000, "c" * 200_000],
+        {"key": [1, 2.5, (None, "x")], "other": {3, 4}},
+        (),
+    ],
+    ids=lambda value: f"{type(value).__name__}-{len(cloudpickle.dumps(value))}-bytes",
+)
+def test_cheap_size_bound_of_builtin_values_is_an_upper_bound(value: Any) -> None:
+    bound = _builtin_size_bound(value, 1 << 30)
+
+    assert bound is not None and bound >= len(cloudpickle.dumps(value))
+
+
+@pytest.mark.parametrize(
+    ("value", "limit"),
+    [
+        (Path("/x"), 1 << 30),
+        ([1, Path("/x")], 1 << 30),
+        (list(range(100)), 1 << 30),
+        ("x" * 100, 100),
+        (True, 30),
+    ],
+)
+def test_cheap_size_bound_gives_up_on_other_values_too_many_items_or_past_the_limit(
+    value: Any, limit: int
+) -> None:
+    assert _builtin_size_bound(value, limit) is None
+
+
+def run_packed_on_job_side(
+    tmp_path: Path, fn: Callable[..., Any], packed: PackedCall, *, task: int | None = None
+) -> bytes:
+    """Run ``packed`` through the runner, on its own or as entry ``task`` of a job array's table."""
+    blob = pack_function(fn)
+    runner_path = tmp_path / f"runner-{runner_digest()[:12]}.py"
+    runner_path.write_bytes(runner_source())
+    functions = tmp_path / "fn"
+    functions.mkdir(exist_ok=True)
+    (functions / f"{blob.digest}.pkl").write_bytes(blob.data)
+    for digest, data in packed.blobs.items():
+        (functions / f"{digest}.pkl").write_bytes(data)
+    argv = ["run", f"fn/{blob.digest}.pkl", "args.pkl", "result.pkl"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    if task is None:
+        (tmp_path / "args.pkl").write_bytes(packed.data)
+    else:
+        calls = [pack_arguments((), {})] * task + [packed.data]
+        (tmp_path / "args.pkl").write_bytes(pack_argument_table(calls))
+        argv.append("--packed")
+        env["SLURM_ARRAY_TASK_ID"] = str(task)
+    subprocess.run(
+        [sys.executable, str(runner_path), *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+    return (tmp_path / "result.pkl").read_bytes()
+
+
+@pytest.mark.parametrize("task", [None, 3])
+def test_large_arguments_come_back_through_the_runner(
+    tmp_path: Path, counted: type[Counted], task: int | None
+) -> None:
+    store = ArgumentStore(threshold=1000)
+    large = counted(b"x" * 5000)
+    packed = store.pack((large, 2), {"again": large, "tail": list(range(2000))})
+
+    def work(data: Counted, n: int, again: Counted, tail: list[int]) -> tuple[int, bool, int]:
+        return len(data.payload) * n, again is data, sum(tail)
+
+    assert unpack_outcome(run_packed_on_job_side(tmp_path, work, packed, task=task), job_id="7") == (
+        10_000,
+        True,
+        1999 * 1000,
+    )
+
+
+def test_missing_large_argument_on_the_job_side_is_an_environment_error(tmp_path: Path) -> None:
+    packed = ArgumentStore(threshold=1000).pack((list(range(1000)),), {})
+    [digest] = packed.blobs
+
+    result = run_packed_on_job_side(tmp_path, len, PackedCall(packed.data, {}))
+
+    with pytest.raises(RemoteEnvironmentError) as caught:
+        unpack_outcome(result, job_id="9")
+    assert f"Could not read the large-argument file fn/{digest}.pkl: No such file or directory" in str(
+        caught.value
+    )
+
+
+def test_argument_table_layout() -> None:
+    calls = [b"first", b"", b"third entry"]
+
+    table = pack_argument_table(calls)
+
+    magic, version, count = struct.unpack_from("<6sHQ", table)
+    assert (magic, version, count) == (b"SBARGS", 1, 3)
+    slots = [struct.unpack_from("<QQ", table, 16 + 16 * i) for i in range(3)]
+    assert slots == [(64, 5), (69, 0), (69, 11)]
+    assert [table[offset : offset + length] for offset, length in slots] == calls
+    assert len(table) == 80
+    assert pack_argument_table([]) == struct.pack("<6sHQ", b"SBARGS", 1, 0)
+
+
+def test_packing_ten_thousand_entries_takes_milliseconds() -> None:
+    calls = [pack_arguments((i, i + 1, i + 2), {}) for i in range(10_000)]
+
+    took = min(timeit.repeat(lambda: pack_argument_table(calls), number=1, repeat=5))
+
+    assert took < 0.05

@@ -1,0 +1,219 @@
+"""Submit→result latency and the scheduler's cost of push completion, in one run on the local cluster.
+
+``python -m benchmarks.latency [--samples N] [--jobs N] [--state-dir DIR]`` measures:
+
+- floor: the scheduler's own submit→end latency for the same job. Plain ``sbatch`` of the very batch
+  script the session wrote for a trivial call (it runs the job-side runner on the same payload), on the
+  login node, its end seen by ``squeue`` polled every 10 ms there: timed on the login node, no SSH;
+- floor (bare): the same for ``sbatch --wrap`` of the jobs' Python importing cloudpickle;
+- P3: one trivial function through ``session.submit()`` then ``await``: submit→result in the client,
+  over SSH, under asyncio and under trio. The samples of all three alternate, so that they see the same
+  machine state;
+- RPCs: slurmctld's job-info RPCs (``sdiag`` REQUEST_JOB_INFO and REQUEST_JOB_INFO_SINGLE) while ``--jobs``
+  trivial jobs run to completion through ``map`` with the default status interval, with the poller's own
+  counts (scheduler queries, listings of its own, result batches, watcher starts).
+
+It prints a table and writes the numbers to ``benchmarks/results/latency-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import cloudpickle
+
+from slurmbatch import SlurmSession
+from slurmbatch.testing import ClusterSettings, LocalCluster
+
+RESULTS = Path(__file__).parent / "results"
+_PAUSE = 0.3  # seconds between samples: the nodes are idle again when the next job arrives
+
+# The job side cannot import this module: its functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def trivial(x: int = 0) -> int:
+    return x
+
+
+def login(cluster: ClusterSettings, command: str) -> str:
+    done = subprocess.run(
+        ["ssh", "-F", cluster.ssh_config, cluster.ssh_alias, command],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def job_info_rpcs(cluster: ClusterSettings) -> dict[str, int]:
+    """slurmctld's job-info RPC counts by type since it started (sdiag itself sends none of these)."""
+    counts: dict[str, int] = {}
+    for line in login(cluster, "sdiag").splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if name in ("REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE"):
+            counts[name] = int(line.split("count:")[1].split()[0])
+    return counts
+
+
+def floor_sample(cluster: ClusterSettings, sbatch_args: str, cleanup: str = "") -> float:
+    """Seconds from plain ``sbatch SBATCH_ARGS`` to squeue reporting the job ended, timed on the login node."""
+    script = f"""
+        s=$(date +%s.%N)
+        j=$(sbatch --parsable {sbatch_args}) || exit 1
+        while :; do
+            st=$(squeue -h -t all -j "$j" -o %T)
+            case $st in COMPLETED|FAILED|CANCELLED*|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) break ;; esac
+            sleep 0.01
+        done
+        e=$(date +%s.%N)
+        {cleanup}
+        echo "$s $e $st"
+    """
+    start, end, state = login(cluster, script).split()
+    if state != "COMPLETED":
+        raise RuntimeError(f"the floor job ended {state}")
+    return float(end) - float(start)
+
+
+def session_for(cluster: ClusterSettings) -> SlurmSession:
+    return SlurmSession(
+        "127.0.0.1",
+        port=cluster.port,
+        user=cluster.user,
+        key_file=cluster.key_file,
+        known_hosts=cluster.known_hosts,
+        ssh_config=(),
+        remote_workdir=cluster.remote_workdir,
+        python=cluster.python,
+    )
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "median": statistics.median(ordered),
+        "p90": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        "min": ordered[0],
+        "max": ordered[-1],
+        "samples": len(ordered),
+    }
+
+
+async def latency(cluster: ClusterSettings, samples: int) -> dict[str, Any]:
+    """Alternate floor, bare floor and P3 samples in one session."""
+    floor: list[float] = []
+    bare: list[float] = []
+    p3: list[float] = []
+    bare_job = "--output=/dev/null --wrap=" + shlex.quote(f"{cluster.python} -c 'import cloudpickle'")
+    async with session_for(cluster) as session:
+        warm = await session.submit(trivial)  # also uploads the runner and the function
+        await warm
+        # Its batch script and payload stay in W/jobs until the session ends: sbatch it as it is.
+        layout = session._layout
+        same_job = shlex.quote(layout.script(warm.token.split(".")[0]))
+        cleanup = f"rm -f {shlex.quote(layout.result(warm.token))}"
+        for i in range(samples):
+            await anyio.sleep(_PAUSE)
+            floor.append(await anyio.to_thread.run_sync(floor_sample, cluster, same_job, cleanup))
+            await anyio.sleep(_PAUSE)
+            bare.append(await anyio.to_thread.run_sync(floor_sample, cluster, bare_job))
+            await anyio.sleep(_PAUSE)
+            started = time.perf_counter()
+            future = await session.submit(trivial, (i,))
+            await future
+            p3.append(time.perf_counter() - started)
+        poller = session._poller
+        counts = {"watcher_starts": poller.watcher.starts, "own_listings": poller.ticks}
+    return {
+        "floor": summary(floor),
+        "floor_bare": summary(bare),
+        "p3": summary(p3),
+        "p3_minus_floor_median": statistics.median(p3) - statistics.median(floor),
+        **counts,
+    }
+
+
+async def rpcs_for_jobs(cluster: ClusterSettings, jobs: int) -> dict[str, Any]:
+    async with session_for(cluster) as session:
+        await anyio.sleep(1)  # the session's own start-up is not counted
+        before = job_info_rpcs(cluster)
+        started = time.perf_counter()
+        futures = await session.map(trivial, range(jobs))
+        values = [await future for future in futures]
+        elapsed = time.perf_counter() - started
+        after = job_info_rpcs(cluster)
+        poller = session._poller
+        result = {
+            "jobs": jobs,
+            "seconds_to_all_results": elapsed,
+            "job_info_rpcs": {name: after.get(name, 0) - before.get(name, 0) for name in after},
+            "scheduler_queries": poller.scheduler_queries,
+            "own_listings": poller.ticks,
+            "result_batches": poller.collections,
+            "watcher_starts": poller.watcher.starts,
+        }
+    if values != list(range(jobs)):
+        raise RuntimeError("wrong results")
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [("measure", "median s", "p90 s", "min s")]
+    for backend in ("asyncio", "trio"):
+        run = result[f"latency_{backend}"]
+        for name in ("floor", "floor_bare", "p3"):
+            s = run[name]
+            rows.append((f"{name} ({backend})", f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['min']:.3f}"))
+        rows.append((f"p3 - floor ({backend})", f"{run['p3_minus_floor_median']:+.3f}", "", ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    rpcs = result["rpcs"]
+    lines.append("")
+    lines.append(
+        f"{rpcs['jobs']} jobs through map: all results in {rpcs['seconds_to_all_results']:.1f} s, "
+        f"job-info RPCs {sum(rpcs['job_info_rpcs'].values())} ({rpcs['job_info_rpcs']}), "
+        f"scheduler queries {rpcs['scheduler_queries']}, own listings {rpcs['own_listings']}, "
+        f"result batches {rpcs['result_batches']}, watcher starts {rpcs['watcher_starts']}"
+    )
+    before, after = result["load_average_before"], result["load_average_after"]
+    lines.append(f"load average (1 min) before {before[0]:.1f}, after {after[0]:.1f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__)
+    parser.add_argument("--samples", type=int, default=15, help="latency samples per backend")
+    parser.add_argument("--jobs", type=int, default=1000, help="jobs of the RPC run")
+    parser.add_argument("--state-dir", help="the local cluster's state directory")
+    args = parser.parse_args(argv)
+    cluster = LocalCluster(args.state_dir).up()
+    login(cluster, "scancel --user $USER")
+    result: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    # This machine is shared: the load says how much the medians can be trusted.
+    result["load_average_before"] = os.getloadavg()
+    for backend in ("asyncio", "trio"):
+        result[f"latency_{backend}"] = anyio.run(latency, cluster, args.samples, backend=backend)
+    result["rpcs"] = anyio.run(rpcs_for_jobs, cluster, args.jobs)
+    result["load_average_after"] = os.getloadavg()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"latency-{result['date'][:10]}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

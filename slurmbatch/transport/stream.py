@@ -1,0 +1,144 @@
+"""The output of a long-running remote command, line by line, usable from asyncio and trio.
+
+`LineStream` is what `SSHPool.stream` yields: the standard output of one command on one channel of the
+pool, as an async iterator of lines, for commands that report as they go (a watcher, a log tail).
+
+Limits:
+
+* Lines are buffered on the client until read; the channel's window stops the server from sending more
+  once about a window's worth waits unread.
+* One task reads at a time; a second concurrent reader raises `anyio.BusyResourceError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+import anyio
+import asyncssh
+
+from slurmbatch._errors import ConnectError
+
+from ._bridge import AsyncioBridge
+from ._connect import Target
+
+__all__ = ["LineStream"]
+
+_CHUNK = 65536  # bytes per read: one read takes whatever has arrived, up to this
+_EXIT_TIMEOUT = 5.0  # seconds to wait, after the output ended, for the exit status
+
+
+class LineStream:
+    """The lines a remote command prints on standard output, as an async iterator.
+
+    Obtain one with ``async with pool.stream(command) as lines:``; it is valid only inside that block::
+
+        async with pool.stream("tail -F job.log") as lines:
+            async for line in lines:
+                print(line)
+
+    Each item is one line, decoded as UTF-8 (undecodable bytes become U+FFFD), without its line ending; a
+    last line without one is yielded too. Iteration stops when the command closes its output.
+
+    Cancellation: cancelling a wait for the next line loses no output; that line is returned by the next
+    call. A wait may therefore be bounded with `anyio.move_on_after` to notice a command gone quiet.
+
+    Raises (while iterating):
+        ConnectError: the connection dropped while the command ran.
+        SessionClosedError: the pool was closed meanwhile.
+    """
+
+    def __init__(
+        self,
+        bridge: AsyncioBridge,
+        process: asyncssh.SSHClientProcess[bytes],
+        command: str,
+        target: Target,
+    ) -> None:
+        self._bridge = bridge
+        self._reader = _LineReader(process)
+        self._process = process
+        self._command = command
+        self._target = target
+        self._reading = False
+
+    @property
+    def exit_status(self) -> int | None:
+        """The command's exit status once it has exited, else None (also when a signal ended it)."""
+        return self._process.exit_status
+
+    @property
+    def exit_signal(self) -> str | None:
+        """The name of the signal that ended the command (``"TERM"``), if one did."""
+        signal = self._process.exit_signal
+        return signal[0] if signal else None
+
+    def __aiter__(self) -> LineStream:
+        return self
+
+    async def __anext__(self) -> str:
+        reader = self._reader
+        if not reader.lines and not reader.ended:
+            if self._reading:
+                raise anyio.BusyResourceError("reading from")
+            self._reading = True
+            try:
+                # Under trio this runs on the asyncio thread; nothing else touches the reader meanwhile.
+                await self._bridge.call(reader.fill)
+            finally:
+                self._reading = False
+        else:
+            # Lines already buffered: still honour a pending cancellation, before taking one.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        if reader.lines:
+            return reader.lines.popleft()
+        if reader.error is not None or (self.exit_status is None and self.exit_signal is None):
+            raise ConnectError(
+                f"the connection to {self._target.address} was lost while {self._command!r} was "
+                f"running{f' ({reader.error})' if reader.error else ''}",
+                host=self._target.alias,
+                cause=reader.error,
+            )
+        raise StopAsyncIteration
+
+
+class _LineReader:
+    """Splits the command's output into lines (runs on the asyncio side of the bridge)."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._process = process
+        self._partial = b""
+        self.lines: deque[str] = deque()
+        self.ended = False
+        self.error: BaseException | None = None
+
+    async def fill(self) -> None:
+        """Wait until at least one whole line is buffered, or the output has ended.
+
+        Safe to cancel: `asyncssh.SSHReader.read` consumes nothing while it waits, and what it returned
+        is split into `lines` before the next await.
+        """
+        while not self.lines and not self.ended:
+            try:
+                chunk = await self._process.stdout.read(_CHUNK)
+            except (asyncssh.Error, OSError) as error:  # the connection was lost under the channel
+                self.error = error
+                self.ended = True
+                return
+            if chunk:
+                *whole, self._partial = (self._partial + chunk).split(b"\n")
+                self.lines.extend(_decode(line) for line in whole)
+                continue
+            if self._partial:
+                self.lines.append(_decode(self._partial))
+                self._partial = b""
+            # The exit status travels just before the channel closes; without it the connection died.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._process.wait_closed(), _EXIT_TIMEOUT)
+            self.ended = True
+
+
+def _decode(line: bytes) -> str:
+    return line.removesuffix(b"\r").decode("utf-8", errors="replace")

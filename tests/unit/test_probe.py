@@ -1,0 +1,72 @@
+"""The session's first remote command: built, then parsed into facts or plain-words errors."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from slurmbatch import RemoteEnvironmentError
+from slurmbatch._probe import parse_probe, probe_command, python_check, python_command
+
+
+def run_probe(tmp_path: Path, workdir: str, python: str | None) -> subprocess.CompletedProcess[str]:
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    scontrol = fake_bin / "scontrol"
+    scontrol.write_text(
+        "#!/bin/sh\necho 'MaxArraySize            = 77'\necho 'MinJobAge               = 300 sec'\n"
+    )
+    scontrol.chmod(0o755)
+    command = probe_command(workdir, python=python, runner_name="runner-abc.py")
+    return subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": f"{fake_bin}:/usr/bin:/bin", "HOME": str(tmp_path)},
+        check=False,
+    )
+
+
+def test_probe_creates_a_private_workdir_and_reads_the_config(tmp_path: Path) -> None:
+    done = run_probe(tmp_path, "~/work dir", python=None)
+    facts = parse_probe(done.returncode, done.stdout, done.stderr, workdir="~/work dir")
+    assert facts.workdir == str(tmp_path / "work dir")
+    assert oct((tmp_path / "work dir").stat().st_mode & 0o777) == "0o700"
+    assert {p.name for p in (tmp_path / "work dir").iterdir()} == {"fn", "jobs", "results"}
+    assert facts.runner_present is False
+    assert facts.max_array_size == 77
+    assert facts.accounting is False
+    assert facts.python_report == "unchecked"
+
+
+def test_unwritable_workdir_is_a_plain_error(tmp_path: Path) -> None:
+    done = run_probe(tmp_path, "/proc/not-here", python=None)
+    with pytest.raises(RemoteEnvironmentError, match=r"'/proc/not-here'.*Pass remote_workdir="):
+        parse_probe(done.returncode, done.stdout, done.stderr, workdir="/proc/not-here")
+
+
+def test_python_report_is_checked_against_the_client() -> None:
+    python_check("3.11\n3.1.3", python="python3", local_python="3.11", local_cloudpickle="3.0.0")
+    with pytest.raises(RemoteEnvironmentError, match=r"is 3\.10, but this client runs Python 3\.11"):
+        python_check("3.10\n3.1.3", python="python3", local_python="3.11", local_cloudpickle="3.1.3")
+    with pytest.raises(RemoteEnvironmentError, match=r"cloudpickle is not importable.*pip install --user"):
+        python_check(
+            "3.11\nModuleNotFoundError: No module named 'cloudpickle'",
+            python="python3",
+            local_python="3.11",
+            local_cloudpickle="3.1.3",
+        )
+    with pytest.raises(RemoteEnvironmentError, match=r"could not run.*command not found"):
+        python_check(
+            "bash: line 1: py9: command not found\nexit status 127",
+            python="py9",
+            local_python="3.11",
+            local_cloudpickle="3.1.3",
+        )
+
+
+def test_python_setting_may_carry_arguments() -> None:
+    assert python_command("/usr/bin/env python3") == ["/usr/bin/env", "python3"]
+    with pytest.raises(ValueError, match="python must name an interpreter"):
+        python_command("  ")
