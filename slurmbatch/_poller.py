@@ -14,7 +14,9 @@ fails with its end state.
 
 While the watcher is down (its channel died; it is restarted with backoff), the loop falls back to
 listing W/results itself every ``check_interval``, and asks the scheduler at once: nothing that ended in
-the gap is missed, and the restarted watcher's first listing names every result file present.
+the gap is missed, and the restarted watcher's first listing names every result file present. It
+does so all the time in a pool of a single channel, which the watcher would hold for good. After
+``watch_idle`` seconds without live jobs the watcher is paused, and resumed by the next job.
 """
 
 from __future__ import annotations
@@ -103,7 +105,10 @@ class Poller:
         self._status_wait = self._status_min
         self._check_wait = self._check_min
         self._listing_due = 0.0
-        self._fallback = False  # list W/results ourselves whenever the watcher is not up
+        # The watcher holds a channel for the session's life: in a pool of one channel it would leave
+        # none for anything else, so there the loop lists W/results itself instead.
+        self._watching = pool.capacity > 1
+        self._fallback = not self._watching  # list W/results ourselves whenever the watcher is not up
         self._watch_idle = watch_idle
         self.watcher = ResultWatcher(
             pool,
@@ -211,7 +216,8 @@ class Poller:
         file present, so a job that finishes while it starts is not missed.
         """
         async with anyio.create_task_group() as tg:
-            await tg.start(self.watcher.run)
+            if self._watching:
+                await tg.start(self.watcher.run)
             task_status.started()
             while True:
                 await self._step()
@@ -259,7 +265,7 @@ class Poller:
         # Nothing to watch: stop listing W/results on the login node. The first listing after track()
         # resumes the watcher is complete, so a job that finished meanwhile is not missed.
         self.watcher.pause()
-        self._fallback = False
+        self._fallback = not self._watching
         while not self._live:
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
@@ -296,7 +302,9 @@ class Poller:
             self._apply_statuses(self._parse_status(status_text), asked)
 
     def _status_command(self, job_ids: set[str]) -> str:
-        ids = sorted(job_ids - self._vanished)
+        # Arrays by their own id: squeue then lists their running tasks and their pending ones as ranges,
+        # a few lines for thousands of tasks.
+        ids = sorted({job_id.split("_", 1)[0] for job_id in job_ids - self._vanished})
         vanished = sorted(job_ids & self._vanished)
         parts = []
         if ids:
@@ -381,6 +389,8 @@ class Poller:
         ]
         for future, _ in due:
             self._ended.pop(future.token, None)
+        if not due:
+            return
         results = {self._layout.result(f.token): f for f, _ in due}
         stderrs = {self._layout.stderr(f.token): f.token for f, _ in due}
         async with self._pool.sftp() as sftp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 from pathlib import Path
 
@@ -52,8 +53,10 @@ class ClusterLayout:
 
     @property
     def cluster_name(self) -> str:
-        # Slurm cluster names must be short and lowercase; the directory name keeps two clusters apart.
-        return "sb" + "".join(ch for ch in self.state_dir.name.lower() if ch.isalnum())[-12:]
+        # Short and lowercase, as Slurm wants; a hash of the whole path keeps apart two clusters whose
+        # state directories share a name (their work directories on the login node are named after it).
+        readable = "".join(ch for ch in self.state_dir.name.lower() if ch.isalnum())[-10:]
+        return f"sb{readable}{hashlib.sha1(str(self.state_dir).encode()).hexdigest()[:4]}"
 
     @property
     def node_names(self) -> list[str]:

@@ -45,9 +45,14 @@ def login_shell(cluster: ClusterSettings, command: str) -> str:
     return done.stdout
 
 
-def sdiag_count(cluster: ClusterSettings, rpc: str) -> int:
-    """How many RPCs of type ``rpc`` (e.g. REQUEST_JOB_INFO) slurmctld has served since it started."""
+def sdiag_count(cluster: ClusterSettings, *rpcs: str) -> int:
+    """How many RPCs of the named types slurmctld has served since it started, added up.
+
+    Names match exactly: squeue asks with REQUEST_JOB_INFO_SINGLE for one id, REQUEST_JOB_INFO for more.
+    """
+    total = 0
     for line in login_shell(cluster, "sdiag").splitlines():
-        if line.strip().startswith(rpc):
-            return int(line.split("count:")[1].split()[0])
-    return 0
+        words = line.split()
+        if words and words[0] in rpcs:
+            total += int(line.split("count:")[1].split()[0])
+    return total

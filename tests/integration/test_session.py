@@ -166,13 +166,13 @@ async def test_status_is_one_scheduler_query_per_interval(
     held = JobSpec(options={"hold": True})
     async with SlurmSession("127.0.0.1", **{**session_kwargs, "status_interval": (1.0, 1.0)}) as session:
         futures = await session.map(add, range(300), range(300), spec=held)
-        before = sdiag_count(slurm_cluster, "REQUEST_JOB_INFO")
+        before = sdiag_count(slurm_cluster, "REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE")
         queries_before = session._poller.scheduler_queries
         started = anyio.current_time()
         await anyio.sleep(5)
         elapsed = anyio.current_time() - started
         queries = session._poller.scheduler_queries - queries_before
-        rpcs = sdiag_count(slurm_cluster, "REQUEST_JOB_INFO") - before
+        rpcs = sdiag_count(slurm_cluster, "REQUEST_JOB_INFO", "REQUEST_JOB_INFO_SINGLE") - before
         assert all(f.state is JobState.PENDING for f in futures)
         # One query per 1 s interval for 300 live jobs: never one per job.
         assert 3 <= queries <= math.ceil(elapsed) + 1
