@@ -5,10 +5,14 @@
 - floor: the scheduler's own submit→end latency for the same job. Plain ``sbatch`` of the very batch
   script the session wrote for a trivial call (it runs the job-side runner on the same payload), on the
   login node, its end seen by ``squeue`` polled every 10 ms there: timed on the login node, no SSH;
-- floor (bare): the same for ``sbatch --wrap`` of the jobs' Python importing cloudpickle;
-- P3: one trivial function through ``session.submit()`` then ``await``: submit→result in the client,
-  over SSH, under asyncio and under trio. The samples of all three alternate, so that they see the same
-  machine state;
+- P3: the same trivial function through ``session.submit()`` then ``await``: submit→result in the
+  client, over SSH, under asyncio and under trio.
+
+Floor and P3 samples alternate, so that both see the same machine state (this machine is shared and
+noisy: compare the paired difference, not numbers across runs). The function returns the time it ran,
+which splits each sample in two: up to the function (submission, scheduling, job launch) and after it
+(squeue seeing the job end, against the watcher bringing the result to the client).
+
 - RPCs: slurmctld's job-info RPCs (``sdiag`` REQUEST_JOB_INFO and REQUEST_JOB_INFO_SINGLE) while ``--jobs``
   trivial jobs run to completion through ``map`` with the default status interval, with the poller's own
   counts (scheduler queries, listings of its own, result batches, watcher starts).
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shlex
 import statistics
 import subprocess
@@ -34,10 +39,21 @@ import anyio
 import cloudpickle
 
 from slurmbatch import SlurmSession
+from slurmbatch.payload import unpack_outcome
 from slurmbatch.testing import ClusterSettings, LocalCluster
 
 RESULTS = Path(__file__).parent / "results"
-_PAUSE = 0.3  # seconds between samples: the nodes are idle again when the next job arrives
+
+
+def pause() -> float:
+    """Seconds to wait before a sample: the nodes are idle again when the next job arrives.
+
+    Random, so that submissions land at random phases of slurmctld's scheduling passes (here about two
+    per second: the main scheduler and backfill; a job waits for the next one). A fixed pause locks the
+    two alternating kinds of samples to different phases, and biases their difference by up to 0.5 s.
+    """
+    return random.uniform(0.3, 1.3)
+
 
 # The job side cannot import this module: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -45,6 +61,13 @@ cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def trivial(x: int = 0) -> int:
     return x
+
+
+def stamp() -> float:
+    """When the function ran. The client, the login node and the compute nodes share one clock here."""
+    import time
+
+    return time.time()
 
 
 def login(cluster: ClusterSettings, command: str) -> str:
@@ -67,24 +90,24 @@ def job_info_rpcs(cluster: ClusterSettings) -> dict[str, int]:
     return counts
 
 
-def floor_sample(cluster: ClusterSettings, sbatch_args: str, cleanup: str = "") -> float:
-    """Seconds from plain ``sbatch SBATCH_ARGS`` to squeue reporting the job ended, timed on the login node."""
+def floor_sample(cluster: ClusterSettings, script_path: str) -> tuple[float, float]:
+    """Plain ``sbatch SCRIPT`` and squeue polled every 10 ms until the job ended, on the login node:
+    the times (login node clock) of the sbatch call and of squeue first reporting COMPLETED."""
     script = f"""
         s=$(date +%s.%N)
-        j=$(sbatch --parsable {sbatch_args}) || exit 1
+        j=$(sbatch --parsable {shlex.quote(script_path)}) || exit 1
         while :; do
             st=$(squeue -h -t all -j "$j" -o %T)
             case $st in COMPLETED|FAILED|CANCELLED*|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY) break ;; esac
             sleep 0.01
         done
         e=$(date +%s.%N)
-        {cleanup}
         echo "$s $e $st"
     """
     start, end, state = login(cluster, script).split()
     if state != "COMPLETED":
         raise RuntimeError(f"the floor job ended {state}")
-    return float(end) - float(start)
+    return float(start), float(end)
 
 
 def session_for(cluster: ClusterSettings) -> SlurmSession:
@@ -112,35 +135,48 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 async def latency(cluster: ClusterSettings, samples: int) -> dict[str, Any]:
-    """Alternate floor, bare floor and P3 samples in one session."""
-    floor: list[float] = []
-    bare: list[float] = []
-    p3: list[float] = []
-    bare_job = "--output=/dev/null --wrap=" + shlex.quote(f"{cluster.python} -c 'import cloudpickle'")
+    """Alternate floor and P3 samples in one session; break each down at the moment the function ran."""
+    floor: dict[str, list[float]] = {"total": [], "sbatch_to_function": [], "function_to_end_seen": []}
+    p3: dict[str, list[float]] = {
+        "total": [],
+        "submit": [],
+        "submit_to_function": [],
+        "function_to_result": [],
+    }
     async with session_for(cluster) as session:
-        warm = await session.submit(trivial)  # also uploads the runner and the function
+        warm = await session.submit(stamp)  # also uploads the runner and the function
         await warm
-        # Its batch script and payload stay in W/jobs until the session ends: sbatch it as it is.
-        layout = session._layout
-        same_job = shlex.quote(layout.script(warm.token.split(".")[0]))
-        cleanup = f"rm -f {shlex.quote(layout.result(warm.token))}"
-        for i in range(samples):
-            await anyio.sleep(_PAUSE)
-            floor.append(await anyio.to_thread.run_sync(floor_sample, cluster, same_job, cleanup))
-            await anyio.sleep(_PAUSE)
-            bare.append(await anyio.to_thread.run_sync(floor_sample, cluster, bare_job))
-            await anyio.sleep(_PAUSE)
-            started = time.perf_counter()
-            future = await session.submit(trivial, (i,))
-            await future
-            p3.append(time.perf_counter() - started)
+        # Its batch script and payload stay in W/jobs until the session ends: sbatch it as it is. Its
+        # result file tells when the function ran; the session ignores it (no live job has that token).
+        same_job = session._layout.script(warm.token.split(".")[0])
+        result_file = session._layout.result(warm.token)
+        for _ in range(samples):
+            await anyio.sleep(pause())
+            sbatch_at, end_seen_at = await anyio.to_thread.run_sync(floor_sample, cluster, same_job)
+            async with session._pool.sftp() as sftp:
+                ran_at = unpack_outcome(await sftp.get(result_file), job_id="floor")
+                await sftp.remove(result_file)
+            floor["total"].append(end_seen_at - sbatch_at)
+            floor["sbatch_to_function"].append(ran_at - sbatch_at)
+            floor["function_to_end_seen"].append(end_seen_at - ran_at)
+            await anyio.sleep(pause())
+            started = time.time()
+            future = await session.submit(stamp)
+            submitted = time.time()
+            ran_at = await future
+            done = time.time()
+            p3["total"].append(done - started)
+            p3["submit"].append(submitted - started)
+            p3["submit_to_function"].append(ran_at - started)
+            p3["function_to_result"].append(done - ran_at)
         poller = session._poller
         counts = {"watcher_starts": poller.watcher.starts, "own_listings": poller.ticks}
+    paired = [p - f for p, f in zip(p3["total"], floor["total"], strict=True)]
     return {
-        "floor": summary(floor),
-        "floor_bare": summary(bare),
-        "p3": summary(p3),
-        "p3_minus_floor_median": statistics.median(p3) - statistics.median(floor),
+        "floor": {name: summary(values) for name, values in floor.items()},
+        "p3": {name: summary(values) for name, values in p3.items()},
+        "p3_minus_floor_median": statistics.median(p3["total"]) - statistics.median(floor["total"]),
+        "p3_minus_floor_paired_median": statistics.median(paired),
         **counts,
     }
 
@@ -170,13 +206,16 @@ async def rpcs_for_jobs(cluster: ClusterSettings, jobs: int) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> str:
-    rows = [("measure", "median s", "p90 s", "min s")]
+    rows = [("measure (seconds)", "median", "p90", "min")]
     for backend in ("asyncio", "trio"):
         run = result[f"latency_{backend}"]
-        for name in ("floor", "floor_bare", "p3"):
-            s = run[name]
-            rows.append((f"{name} ({backend})", f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['min']:.3f}"))
-        rows.append((f"p3 - floor ({backend})", f"{run['p3_minus_floor_median']:+.3f}", "", ""))
+        for side in ("floor", "p3"):
+            for name, s in run[side].items():
+                label = f"{side} {name} ({backend})"
+                rows.append((label, f"{s['median']:.3f}", f"{s['p90']:.3f}", f"{s['min']:.3f}"))
+        rows.append(
+            (f"p3 - floor, paired ({backend})", f"{run['p3_minus_floor_paired_median']:+.3f}", "", "")
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows]
     rpcs = result["rpcs"]

@@ -150,6 +150,11 @@ class SSHPool:
         return self._settings
 
     @property
+    def capacity(self) -> int:
+        """The most channels in use at once over all connections: ``max_connections * max_channels``."""
+        return self._max_connections * self._max_channels
+
+    @property
     def stats(self) -> PoolStats:
         """A snapshot of the pool's counters."""
         return PoolStats(

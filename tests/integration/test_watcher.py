@@ -160,6 +160,17 @@ async def test_job_ended_without_result_is_reported_by_the_scheduler(
         assert session._poller.watcher.starts == 1
 
 
+async def test_a_single_channel_pool_lists_results_itself(session_kwargs: dict[str, Any]) -> None:
+    # The watcher would hold the only channel for good: the loop lists W/results itself instead.
+    options = {**session_kwargs, "max_connections": 1, "max_channels": 1}
+    async with SlurmSession("127.0.0.1", **options) as session:
+        futures = await session.map(nap, [0.1] * 3, range(3))
+        with anyio.fail_after(60):
+            assert [await f for f in futures] == [0, 1, 2]
+        assert session._poller.watcher.starts == 0
+        assert session._poller.ticks >= 1
+
+
 # --------------------------------------------------------------------------------------------- the line stream
 
 
