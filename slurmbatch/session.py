@@ -406,8 +406,11 @@ class SlurmSession:
         live = [f for f in futures if not f.done()]
         if not live:
             return
+        # The ids travel on stdin: a big map's tasks would not fit on one command line, and xargs splits
+        # them over as few scancel calls as the login node's argument limit allows.
+        ids = scancel_argv([f.job_id for f in live])[1:]
         with anyio.CancelScope(shield=True):
-            result = await self._pool.run(shlex.join(scancel_argv([f.job_id for f in live])))
+            result = await self._pool.run("xargs scancel", input=" ".join(ids))
         if not result.ok:
             raise SubmissionError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
         logger.info("cancelled %d job(s)", len(live))
