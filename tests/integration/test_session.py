@@ -176,8 +176,9 @@ async def test_status_is_one_scheduler_query_per_interval(
         assert all(f.state is JobState.PENDING for f in futures)
         # One query per 1 s interval for 300 live jobs: never one per job.
         assert 3 <= queries <= math.ceil(elapsed) + 1
-        # Each query is one job-info RPC (the sdiag call itself adds none of that type).
-        assert rpcs <= queries
+        # Each query is one job-info RPC (the sdiag call itself adds none of that type). A query counted
+        # just before the window, when its command was built, may reach slurmctld inside it.
+        assert rpcs <= queries + 1
         await futures[0].cancel()
         with pytest.raises(JobCancelled):
             await futures[0]
