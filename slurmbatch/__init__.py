@@ -23,6 +23,7 @@ from ._errors import (
     SubmissionError,
 )
 from .future import JobFuture
+from .rpc_budget import RpcBudget
 from .session import SlurmSession
 from .slurm.states import JobState
 from .spec import JobSpec
@@ -41,6 +42,7 @@ __all__ = [
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
+    "RpcBudget",
     "SessionClosedError",
     "SlurmBatchError",
     "SlurmSession",

@@ -36,6 +36,7 @@ from ._remote_layout import RemoteLayout
 from ._watcher import ResultWatcher
 from .future import JobFuture
 from .payload import unpack_outcome
+from .rpc_budget import TokenBucket
 from .slurm.commands import sacct_argv, squeue_argv
 from .slurm.parse import parse_sacct, parse_squeue
 from .slurm.states import JobState, JobStatus, failure_for
@@ -71,6 +72,7 @@ class Poller:
         watch_interval: Seconds between the watcher's listings on the login node.
         watch_idle: Seconds without any live job after which the watcher is paused (its program
             stopped) until the next job is tracked.
+        budget: The session's RPC budget, if any: a status query over budget is postponed, not sent.
     """
 
     def __init__(
@@ -83,10 +85,12 @@ class Poller:
         status_interval: tuple[float, float] = (2.0, 30.0),
         watch_interval: float = 0.1,
         watch_idle: float = 30.0,
+        budget: TokenBucket | None = None,
     ) -> None:
         self._pool = pool
         self._layout = layout
         self._accounting = accounting
+        self._budget = budget
         self._check_min, self._check_max = check_interval
         self._status_min, self._status_max = status_interval
         self._live: dict[str, JobFuture[Any]] = {}  # by token
@@ -277,11 +281,20 @@ class Poller:
         asked: set[str] = set()
         if status:
             asked = {f.job_id for f in self._live.values() if f.token not in self._present}
-            self._status_due = now + self._status_wait
-            self._status_wait = min(self._status_wait * 1.5, self._status_max)
+            command, rpcs = self._status_command(asked) if asked else ("", 0)
+            over_budget = (
+                self._budget.try_take(min(rpcs, self._budget.burst)) if rpcs and self._budget else 0.0
+            )
+            if over_budget:
+                # Ask once the bucket has refilled; results keep being collected meanwhile.
+                asked = set()
+                self._status_due = now + over_budget
+            else:
+                self._status_due = now + self._status_wait
+                self._status_wait = min(self._status_wait * 1.5, self._status_max)
             if asked:
                 # Scheduler first, listing second: a job squeue calls ended has written its result before.
-                parts.append(self._status_command(asked))
+                parts.append(command)
                 self.scheduler_queries += 1
         if listing:
             self.ticks += 1
@@ -301,7 +314,8 @@ class Poller:
             # Only jobs that were live when the command was built: newer ones were not asked about.
             self._apply_statuses(self._parse_status(status_text), asked)
 
-    def _status_command(self, job_ids: set[str]) -> str:
+    def _status_command(self, job_ids: set[str]) -> tuple[str, int]:
+        """The shell command that asks the scheduler about ``job_ids``, and the RPCs it costs."""
         # Arrays by their own id: squeue then lists their running tasks and their pending ones as ranges,
         # a few lines for thousands of tasks.
         ids = sorted({job_id.split("_", 1)[0] for job_id in job_ids - self._vanished})
@@ -312,7 +326,7 @@ class Poller:
         if vanished:
             sacct = shlex.join(sacct_argv(vanished, jobcomp=not self._accounting))
             parts.append(f"echo @@sacct; {sacct} 2>/dev/null")
-        return "; ".join(parts)
+        return "; ".join(parts), len(parts)
 
     def _parse_status(self, text: str) -> dict[str, JobStatus]:
         squeue_text, _, sacct_text = text.partition("@@sacct\n")

@@ -23,6 +23,7 @@ from ._errors import SubmissionError
 from ._remote_layout import RemoteLayout, new_token
 from .future import JobFuture
 from .payload import FunctionBlob, PackedCall, pack_argument_table
+from .rpc_budget import TokenBucket
 from .slurm.batch import batch_sbatch_command, parse_batch_sbatch, write_files_script
 from .spec import JobSpec
 from .transport import SSHPool
@@ -77,6 +78,7 @@ class Submitter:
         render: Render,
         on_submitted: Callable[[SubmitRequest], None],
         max_array_size: int = 1001,
+        budget: TokenBucket | None = None,
         workers: int = 2,
         max_batch: int = 128,
         window: float = 0.005,
@@ -86,6 +88,7 @@ class Submitter:
         self._render = render
         self._on_submitted = on_submitted
         self._max_array_size = max(1, max_array_size)
+        self._budget = budget
         self._workers = workers
         self._max_batch = max_batch
         self._window = window
@@ -160,24 +163,36 @@ class Submitter:
     async def _submit_batch(self, batch: Sequence[SubmitRequest]) -> None:
         self.batches += 1
         jobs = list(self._jobs(batch))
+        # Under an RPC budget, no command carries more sbatch calls than the bucket holds.
+        step = self._budget.burst if self._budget is not None else max(1, len(jobs))
         try:
             await self._upload_shared_files(jobs)
-            # One round trip: the job files travel on the command's standard input, then every sbatch runs.
-            script = write_files_script(self._files(jobs)) + "\n"
-            script += batch_sbatch_command([(j.token, self._layout.script(j.token)) for j in jobs])
-            result = await self._pool.run("bash -s", input=script)
+            for start in range(0, len(jobs), step):
+                await self._sbatch(jobs[start : start + step])
         except BaseException as exc:
             for request in batch:
+                if request.done.is_set():
+                    continue
                 request.error = (
                     exc if isinstance(exc, Exception) else SubmissionError(f"submission interrupted: {exc!r}")
                 )
                 request.done.set()
             if not isinstance(exc, Exception):
                 raise
-            return
+
+    async def _sbatch(self, jobs: Sequence[_Job]) -> None:
+        """Write the jobs' files and run their sbatch calls, in one round trip; report to each request."""
+        if self._budget is not None:
+            await self._budget.acquire(len(jobs))
+        # The job files travel on the command's standard input, then every sbatch runs.
+        script = write_files_script(self._files(jobs)) + "\n"
+        script += batch_sbatch_command([(j.token, self._layout.script(j.token)) for j in jobs])
+        result = await self._pool.run("bash -s", input=script)
         self.sbatch_calls += len(jobs)
         replies = parse_batch_sbatch(result.stdout)
-        logger.info("submitted %d call(s) as %d job(s) in one command", len(batch), len(jobs))
+        logger.info(
+            "submitted %d call(s) as %d job(s) in one command", sum(len(j.requests) for j in jobs), len(jobs)
+        )
         for job in jobs:
             reply = replies.get(job.token)
             job_id = reply.job_id if reply is not None else None

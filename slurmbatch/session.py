@@ -24,6 +24,7 @@ from ._remote_layout import RemoteLayout
 from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function, runner_digest, runner_source
+from .rpc_budget import RpcBudget, TokenBucket
 from .slurm.commands import scancel_argv
 from .slurm.script import render_script
 from .slurm.states import JobState
@@ -87,6 +88,8 @@ class SlurmSession:
         status_interval: Shortest and longest seconds between scheduler queries (the interval grows
             while nothing changes).
         cleanup: Remove a job's remote files once its result is collected and the session ends.
+        rpc_budget: A client-side limit on the RPCs sent to slurmctld (sbatch, squeue/sacct, scancel),
+            e.g. ``RpcBudget(burst=30, rate=2.0)``, Slurm's own rate limiter's defaults. Default: none.
         default_spec: The :class:`JobSpec` used when ``submit``/``map`` get none.
     """
 
@@ -109,6 +112,7 @@ class SlurmSession:
         max_channels: int = 8,
         status_interval: tuple[float, float] = (2.0, 30.0),
         cleanup: bool = True,
+        rpc_budget: RpcBudget | None = None,
         default_spec: JobSpec | None = None,
         connect_timeout: float = 30.0,
     ) -> None:
@@ -140,6 +144,10 @@ class SlurmSession:
         self._status_interval = status_interval
         self._cleanup = cleanup
         self._default_spec = default_spec or JobSpec()
+        if rpc_budget is not None and not isinstance(rpc_budget, RpcBudget):
+            raise TypeError(f"rpc_budget must be an RpcBudget, not {type(rpc_budget).__name__}")
+        self._rpc_budget = rpc_budget
+        self._budget: TokenBucket | None = None
         self._state = "new"
         self._detached = False
         self._stack = contextlib.AsyncExitStack()
@@ -192,8 +200,14 @@ class SlurmSession:
                 staged = self._layout.runner(runner_digest()) + ".part"
                 await sftp.put(staged, runner_source())
                 await sftp.rename(staged, self._layout.runner(runner_digest()))
+        if self._rpc_budget is not None:
+            self._budget = TokenBucket(self._rpc_budget)
         self._poller = Poller(
-            self._pool, self._layout, accounting=facts.accounting, status_interval=self._status_interval
+            self._pool,
+            self._layout,
+            accounting=facts.accounting,
+            status_interval=self._status_interval,
+            budget=self._budget,
         )
         self._submitter = Submitter(
             self._pool,
@@ -201,6 +215,7 @@ class SlurmSession:
             render=self._render,
             on_submitted=self._on_submitted,
             max_array_size=self.max_array_size,
+            budget=self._budget,
         )
         # The task group is not on the exit stack: it must be exited outside the shielded scope that
         # closes the rest (cancel scopes exit in the order they were entered).
@@ -409,10 +424,14 @@ class SlurmSession:
         # The ids travel on stdin: a big map's tasks would not fit on one command line, and xargs splits
         # them over as few scancel calls as the login node's argument limit allows.
         ids = scancel_argv([f.job_id for f in live])[1:]
+        step = self._budget.burst if self._budget is not None else len(ids)
         with anyio.CancelScope(shield=True):
-            result = await self._pool.run("xargs scancel", input=" ".join(ids))
-        if not result.ok:
-            raise SubmissionError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
+            for start in range(0, len(ids), step):
+                if self._budget is not None:
+                    await self._budget.acquire(len(ids[start : start + step]))
+                result = await self._pool.run("xargs scancel", input=" ".join(ids[start : start + step]))
+                if not result.ok:
+                    raise SubmissionError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
         logger.info("cancelled %d job(s)", len(live))
         self._poller.request_status()
 

@@ -11,12 +11,12 @@ import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import JobCancelled, JobSpec, SlurmSession
+from slurmbatch import JobCancelled, JobSpec, RpcBudget, SlurmSession
 from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
 from slurmbatch.testing.logins import SshdLogMark
 from slurmbatch.testing.pytest_plugin import TEST_STATE_ROOT
 
-from .conftest import login_shell, session_options
+from .conftest import login_shell, sdiag_count, session_options
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -177,3 +177,38 @@ async def test_map_with_progress_bar(
         futures = await session.map(square, range(5), progress=True)
     assert [await f for f in futures] == [0, 1, 4, 9, 16]
     assert "done 5" in capsys.readouterr().out
+
+
+async def test_rpc_budget_paces_sbatch_and_status_queries(slurm_cluster: ClusterSettings) -> None:
+    budget = RpcBudget(burst=4, rate=2.0)
+    rpc_types = (
+        "REQUEST_SUBMIT_BATCH_JOB",
+        "REQUEST_JOB_INFO",
+        "REQUEST_JOB_INFO_SINGLE",
+        "REQUEST_KILL_JOB",
+    )
+    submits_before = sdiag_count(slurm_cluster, "REQUEST_SUBMIT_BATCH_JOB")
+    options = session_options(slurm_cluster, rpc_budget=budget, status_interval=(0.1, 0.1))
+    async with SlurmSession("127.0.0.1", **options) as session:
+        rpcs_before = sdiag_count(slurm_cluster, *rpc_types)
+        opened = anyio.current_time()
+        futures: dict[int, Any] = {}
+
+        async def submit(i: int) -> None:
+            # A spec of its own per call: no two calls may share a job array.
+            futures[i] = await session.submit(square, (i,), JobSpec(job_name=f"budget-{i}"))
+
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(submit, i)
+        acknowledged = anyio.current_time() - opened
+        assert {i: await f for i, f in futures.items()} == {i: i * i for i in range(12)}
+        elapsed = anyio.current_time() - opened
+        rpcs = sdiag_count(slurm_cluster, *rpc_types) - rpcs_before
+    # Twelve sbatch calls through a bucket of 4 refilled at 2/s cannot be acknowledged in under 4 s.
+    assert acknowledged >= (12 - budget.burst) / budget.rate - 0.05
+    assert sdiag_count(slurm_cluster, "REQUEST_SUBMIT_BATCH_JOB") - submits_before == 12
+    assert session._budget is not None
+    assert session._budget.spent >= 12 + session._poller.scheduler_queries
+    # What slurmctld saw (the sdiag reads aside) fits the bucket.
+    assert rpcs <= budget.burst + budget.rate * elapsed, (rpcs, elapsed)
