@@ -9,6 +9,7 @@
 
 from ._errors import (
     ConnectError,
+    ConnectionLost,
     JobCancelled,
     JobFailed,
     JobNodeFailure,
@@ -30,6 +31,7 @@ from .spec import JobSpec
 
 __all__ = [
     "ConnectError",
+    "ConnectionLost",
     "JobCancelled",
     "JobFailed",
     "JobFuture",

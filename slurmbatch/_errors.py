@@ -39,6 +39,14 @@ class ConnectError(SlurmBatchError):
         self.cause = cause
 
 
+class ConnectionLost(ConnectError):
+    """The connection dropped while an operation ran: it may have run partly, fully, or not at all.
+
+    The session retries what is safe to retry on a new connection; this reaches user code only from the
+    transport layer (`SSHPool`) used directly.
+    """
+
+
 class SubmissionError(SlurmBatchError):
     """``sbatch`` refused the job; the message carries sbatch's own words."""
 

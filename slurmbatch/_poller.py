@@ -24,14 +24,15 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import JobFailed
+from ._errors import JobFailed, RemoteEnvironmentError
+from ._journal import Journal
 from ._remote_layout import RemoteLayout
 from ._watcher import ResultWatcher
 from .future import JobFuture
@@ -47,6 +48,8 @@ logger = logging.getLogger("slurmbatch")
 __all__ = ["Poller"]
 
 _MARK = "@@slurmbatch-listing@@"
+# Printed when squeue or sacct failed (e.g. slurmctld restarting): their silence then means nothing.
+_NO_ANSWER = "@@slurmbatch-no-answer@@"
 _STDERR_TAIL_LINES = 20
 _ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
 
@@ -73,6 +76,9 @@ class Poller:
         watch_idle: Seconds without any live job after which the watcher is paused (its program
             stopped) until the next job is tracked.
         budget: The session's RPC budget, if any: a status query over budget is postponed, not sent.
+        slurm_setup: Shell lines (each ending in a newline) run before the scheduler is asked.
+        restore_workdir: Recreates the remote work directory once the watcher finds it gone.
+        journal: Where resolved jobs are noted (written before their result files are removed).
     """
 
     def __init__(
@@ -86,11 +92,19 @@ class Poller:
         watch_interval: float = 0.1,
         watch_idle: float = 30.0,
         budget: TokenBucket | None = None,
+        slurm_setup: str = "",
+        restore_workdir: Callable[[], Awaitable[None]] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._pool = pool
         self._layout = layout
         self._accounting = accounting
         self._budget = budget
+        self._slurm_setup = slurm_setup
+        self._restore_workdir = restore_workdir
+        self._journal = journal
+        # Tokens of jobs that were live when the work directory was found removed: their files are gone.
+        self._files_lost: set[str] = set()
         self._check_min, self._check_max = check_interval
         self._status_min, self._status_max = status_interval
         self._live: dict[str, JobFuture[Any]] = {}  # by token
@@ -119,6 +133,7 @@ class Poller:
             layout.results_dir,
             on_listing=self._on_listing,
             on_down=self._on_watcher_down,
+            on_missing=self._workdir_missing,
             interval=watch_interval,
         )
         #: Status queries sent to the scheduler (each one ``squeue`` and/or ``sacct`` call).
@@ -127,6 +142,8 @@ class Poller:
         self.ticks = 0
         #: Batches of results fetched.
         self.collections = 0
+        #: When a remote command of the loop last succeeded (anyio clock).
+        self.last_success = 0.0
 
     # ----------------------------------------------------------------------------------- tracking
     def track(self, future: JobFuture[Any]) -> None:
@@ -181,7 +198,10 @@ class Poller:
         self._by_job_id.pop(future.job_id, None)
         self._ready.discard(future.token)
         self._ended.pop(future.token, None)
+        self._files_lost.discard(future.token)
         self._vanished.discard(future.job_id)
+        if self._journal is not None:
+            self._journal.finished(future.token, future.state.name)
         if not self._live:
             self._idle.set()
         self._progress.set()
@@ -202,6 +222,16 @@ class Poller:
             self._ready.discard(token or "")
         if self._ready:
             self._wakeup.set()
+
+    async def _workdir_missing(self) -> None:
+        logger.error(
+            "the remote work directory %s was removed; %d live job(s) lost their files; recreating it",
+            self._layout.workdir,
+            len(self._live),
+        )
+        self._files_lost |= set(self._live)
+        if self._restore_workdir is not None:
+            await self._restore_workdir()
 
     def _on_watcher_down(self) -> None:
         # Cover the gap: ask the scheduler, and list W/results ourselves until the watcher is back.
@@ -302,6 +332,7 @@ class Poller:
         if not parts:
             return
         output = (await self._pool.run("; ".join(parts))).stdout
+        self.last_success = anyio.current_time()
         status_text, _, names = output.partition(f"{_MARK}\n")
         if listing:
             if not self.watcher.up:  # else it came back meanwhile, and its view is newer than ours
@@ -310,7 +341,11 @@ class Poller:
                 self._check_min if self._ready else min(self._check_wait * 1.5, self._check_max)
             )
             self._listing_due = anyio.current_time() + self._check_wait
-        if asked:
+        if asked and _NO_ANSWER in status_text:
+            # The scheduler did not answer: ask again soon, and conclude nothing from its silence.
+            logger.info("the scheduler did not answer a status query; asking again shortly")
+            self._status_due = anyio.current_time() + self._status_min
+        elif asked:
             # Only jobs that were live when the command was built: newer ones were not asked about.
             self._apply_statuses(self._parse_status(status_text), asked)
 
@@ -322,11 +357,17 @@ class Poller:
         vanished = sorted(job_ids & self._vanished)
         parts = []
         if ids:
-            parts.append(shlex.join(squeue_argv(ids)) + " 2>/dev/null")
+            # squeue fails both when the controller does not answer and, asked about one id only, when
+            # that job was purged: only the former leaves the jobs' fate unknown.
+            squeue = shlex.join(squeue_argv(ids))
+            parts.append(
+                f"{{ sq_err=$({squeue} 2>&1 >&3); sq_rc=$?; }} 3>&1; [ $sq_rc = 0 ] || "
+                f'case "$sq_err" in *"Invalid job id"*) ;; *) echo {_NO_ANSWER} ;; esac'
+            )
         if vanished:
             sacct = shlex.join(sacct_argv(vanished, jobcomp=not self._accounting))
-            parts.append(f"echo @@sacct; {sacct} 2>/dev/null")
-        return "; ".join(parts), len(parts)
+            parts.append(f"echo @@sacct; {sacct} 2>/dev/null || echo {_NO_ANSWER}")
+        return self._slurm_setup + "; ".join(parts), len(parts)
 
     def _parse_status(self, text: str) -> dict[str, JobStatus]:
         squeue_text, _, sacct_text = text.partition("@@sacct\n")
@@ -367,6 +408,8 @@ class Poller:
             contents = await sftp.get_many(paths)
             self._ready.difference_update(f.token for f in finished)
             collected = self._resolve_results(paths, contents)
+            if self._journal is not None:
+                self._journal.flush()  # collected for good before the files go
             # Removed once resolved, not before: keeps W/results as short as the number of live jobs.
             await sftp.remove_many(collected)
         for path, future in paths.items():
@@ -386,6 +429,12 @@ class Poller:
                 continue
             try:
                 value = unpack_outcome(data, job_id=future.job_id, source_file=future._source_file)
+            except RemoteEnvironmentError as exc:
+                failure: Exception = exc
+                if future.token in self._files_lost:  # e.g. its arguments file was gone when it started
+                    failure = self._files_lost_error(future, JobStatus(JobState.FAILED), str(exc))
+                    failure.__cause__ = exc
+                self.resolve(future, exc=failure, state=JobState.FAILED)
             except Exception as exc:
                 self.resolve(future, exc=exc, state=JobState.FAILED)
             else:
@@ -412,7 +461,10 @@ class Poller:
                 contents = await sftp.get_many([*results, *stderrs])
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
-            await sftp.remove_many(self._resolve_results(results, contents))
+            collected = self._resolve_results(results, contents)
+            if self._journal is not None:
+                self._journal.flush()
+            await sftp.remove_many(collected)
         tails = {
             stderrs[path]: "\n".join(data.decode(errors="replace").splitlines()[-_STDERR_TAIL_LINES:])
             for path, data in contents.items()
@@ -420,11 +472,25 @@ class Poller:
         }
         self._fail_ended([(f, e.status) for f, e in due if not f.done()], tails)
 
+    def _files_lost_error(self, future: JobFuture[Any], status: JobStatus, detail: str) -> JobFailed:
+        return JobFailed(
+            f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without a result: the "
+            f"remote work directory {self._layout.workdir} was removed while the job was queued or "
+            "running, and its files with it. The session has recreated the directory; submit the job again.",
+            job_id=future.job_id,
+            state=status.state.name,
+            exit_code=status.exit_code,
+            signal=status.signal,
+            stderr_tail=detail,
+        )
+
     def _fail_ended(self, ended: Iterable[tuple[JobFuture[Any], JobStatus]], tails: dict[str, str]) -> None:
         for future, status in ended:
             tail = tails.get(future.token, "")
-            if status.state is JobState.COMPLETED or status.state is JobState.UNKNOWN:
-                exc: JobFailed = JobFailed(
+            if future.token in self._files_lost:
+                exc: JobFailed = self._files_lost_error(future, status, tail)
+            elif status.state is JobState.COMPLETED or status.state is JobState.UNKNOWN:
+                exc = JobFailed(
                     f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without writing a "
                     "result: the job script failed before or after the function ran (see its stderr).",
                     job_id=future.job_id,

@@ -6,6 +6,7 @@ the runner is already there, and reads the few scheduler settings the session ne
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import attrs
@@ -15,9 +16,12 @@ from ._errors import RemoteEnvironmentError
 __all__ = ["RemoteFacts", "parse_probe", "probe_command", "python_check", "python_command"]
 
 _SEP = "@@slurmbatch@@"
+_NO_SBATCH = "@@no-sbatch@@"
 _CONFIG_KEYS = ("AccountingStorageType", "MaxArraySize", "MinJobAge", "JobCompType", "ClusterName")
 _PYTHON_CHECK = (
-    "import sys; print('%d.%d' % sys.version_info[:2]); import cloudpickle; print(cloudpickle.__version__)"
+    # flush: stderr is merged into the same pipe, and an import error must not overtake the version line.
+    "import sys; print('%d.%d' % sys.version_info[:2], flush=True); import cloudpickle; "
+    "print(cloudpickle.__version__)"
 )
 
 
@@ -46,7 +50,19 @@ class RemoteFacts:
 
 def python_command(python: str) -> list[str]:
     """Split a ``python=`` setting into words: it may carry arguments, e.g. ``"/usr/bin/env python3"``."""
-    words = shlex.split(python)
+    if not isinstance(python, str):
+        raise TypeError(
+            f"python must be a string naming an interpreter on the cluster, e.g. 'python3', not "
+            f"{python!r} (of type {type(python).__name__})"
+        )
+    try:
+        words = shlex.split(python)
+    except ValueError as exc:
+        raise ValueError(
+            f"python is {python!r}, which cannot be split into words as a shell would: {exc}. Close every "
+            "quote and escape trailing backslashes, e.g. '/opt/conda/bin/python3' or "
+            "'\"/path with spaces/python3\" -X dev'"
+        ) from None
     if not words:
         raise ValueError(
             "python must name an interpreter on the cluster, e.g. 'python3', not an empty string"
@@ -61,8 +77,11 @@ def _remote_path(path: str) -> str:
     return shlex.quote(path[2:] if path.startswith("~/") else path)
 
 
-def probe_command(workdir: str, *, python: str | None, runner_name: str) -> str:
-    """The first command of a session; ``python`` None skips the interpreter check."""
+def probe_command(workdir: str, *, python: str | None, runner_name: str, slurm_setup: str = "") -> str:
+    """The first command of a session; ``python`` None skips the interpreter check.
+
+    ``slurm_setup`` (shell lines, each ending in a newline) runs before the Slurm commands are looked for.
+    """
     check = (
         f'{shlex.join([*python_command(python), "-c", _PYTHON_CHECK])} 2>&1 || echo "exit status $?"'
         if python is not None
@@ -74,7 +93,7 @@ def probe_command(workdir: str, *, python: str | None, runner_name: str) -> str:
             "umask 077",
             f"W={_remote_path(workdir)}",
             'mkdir -p -- "$W/fn" "$W/jobs" "$W/results" || exit 3',
-            'chmod 700 -- "$W" || exit 3',
+            'chmod 700 -- "$W" "$W/fn" "$W/jobs" "$W/results" || exit 3',
             'cd -- "$W" || exit 3',
             "pwd",
             f"echo {_SEP}",
@@ -82,6 +101,8 @@ def probe_command(workdir: str, *, python: str | None, runner_name: str) -> str:
             f"echo {_SEP}",
             check,
             f"echo {_SEP}",
+            slurm_setup.rstrip("\n") or ":",
+            f"command -v sbatch >/dev/null 2>&1 || echo {_NO_SBATCH}",
             f"scontrol show config 2>&1 | grep -E '^({keys}) '",
             "exit 0",
         ]
@@ -91,12 +112,20 @@ def probe_command(workdir: str, *, python: str | None, runner_name: str) -> str:
 def parse_probe(exit_status: int, stdout: str, stderr: str, *, workdir: str) -> RemoteFacts:
     """Parse :func:`probe_command`'s output; raise :class:`RemoteEnvironmentError` in plain words."""
     if exit_status == 3 or stdout.count(_SEP) < 3:
-        said = stderr.strip() or stdout.strip() or f"exit status {exit_status}"
+        # mkdir repeats its complaint once per subdirectory; say it once.
+        lines = dict.fromkeys(line.strip() for line in (stderr.strip() or stdout.strip()).splitlines())
+        said = "; ".join(line for line in lines if line) or f"exit status {exit_status}"
         raise RemoteEnvironmentError(
             f"Cannot create or enter the remote work directory {workdir!r} on the login node: {said}. "
             "Pass remote_workdir= a directory you can write to (a relative path is taken from your home)."
         )
     path, runner, python_report, config_text = (part.strip() for part in stdout.split(_SEP + "\n", 3))
+    if _NO_SBATCH in config_text:
+        raise RemoteEnvironmentError(
+            "Slurm's commands (sbatch) are not on the login node's PATH for non-interactive SSH commands. "
+            "Pass slurm_setup= the shell lines that make them available, e.g. ['module load slurm'] or "
+            "['export PATH=\"$PATH\":/opt/slurm/bin']."
+        )
     config: dict[str, str] = {}
     for line in config_text.splitlines():
         key, _, value = line.partition("=")
@@ -115,24 +144,28 @@ def python_check(report: str, *, python: str, local_python: str, local_cloudpick
     """
     if report == "unchecked":
         return
-    lines = report.splitlines()
-    remote_python = lines[0].strip() if lines else ""
-    if not remote_python.replace(".", "").isdigit():
+    lines = [line.strip() for line in report.splitlines()]
+    # The version line comes first, unless a wrapper script printed something before it.
+    at = next((i for i, line in enumerate(lines) if re.fullmatch(r"\d+\.\d+", line)), None)
+    if at is None:
         raise RemoteEnvironmentError(
             f"The remote Python {python!r} could not run on the login node: {report.strip() or 'no output'}. "
             "Pass python= an interpreter that exists on the cluster (e.g. '/usr/bin/python3'), or "
             "check_remote_python=False if it only exists on compute nodes (after JobSpec.setup)."
         )
+    remote_python = lines[at]
     if remote_python != local_python:
         raise RemoteEnvironmentError(
             f"The remote Python {python!r} is {remote_python}, but this client runs Python {local_python}: "
             "pickled functions only load under the same minor version. Use the same minor version on both "
             f"sides (e.g. a venv or conda env with Python {local_python} on the cluster, passed as python=)."
         )
-    remote_cloudpickle = lines[1].strip() if len(lines) > 1 else ""
+    remote_cloudpickle = lines[at + 1] if len(lines) > at + 1 else ""
     if not remote_cloudpickle[:1].isdigit():
+        # The import error itself, rather than the "exit status" line the probe adds after it.
+        errors = [line for line in lines if "Error" in line] or [lines[-1]]
         raise RemoteEnvironmentError(
-            f"cloudpickle is not importable by the remote Python {python!r} ({lines[-1].strip() if lines else ''}). "
+            f"cloudpickle is not importable by the remote Python {python!r} ({errors[-1]}). "
             f"Install it there: `{python} -m pip install --user 'cloudpickle=={local_cloudpickle}'`."
         )
     if remote_cloudpickle.split(".")[0] != local_cloudpickle.split(".")[0]:

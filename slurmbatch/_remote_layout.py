@@ -61,6 +61,10 @@ class RemoteLayout:
     def stderr(self, token: str) -> str:
         return join(self.jobs_dir, f"{token}.err")
 
+    def fence(self, batch: str) -> str:
+        """The directory that makes submission batch ``batch`` run at most once (and keeps its replies)."""
+        return join(self.jobs_dir, f"{batch}.batch")
+
     def rank_dir(self, token: str) -> str:
         return join(self.jobs_dir, f"{token}.ranks")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,12 +20,23 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import SubmissionError
+from ._errors import ConnectionLost, SubmissionError
+from ._journal import Journal
+from ._reconnect import Outage, retry_lost
 from ._remote_layout import RemoteLayout, new_token
 from .future import JobFuture
 from .payload import FunctionBlob, PackedCall, pack_argument_table
 from .rpc_budget import TokenBucket
-from .slurm.batch import batch_sbatch_command, parse_batch_sbatch, write_files_script
+from .slurm.batch import (
+    NOT_STARTED,
+    UNFINISHED,
+    SbatchReply,
+    batch_sbatch_command,
+    fence_recovery_command,
+    fenced_script,
+    parse_batch_sbatch,
+    write_files_script,
+)
 from .spec import JobSpec
 from .transport import SSHPool
 
@@ -79,6 +91,9 @@ class Submitter:
         on_submitted: Callable[[SubmitRequest], None],
         max_array_size: int = 1001,
         budget: TokenBucket | None = None,
+        slurm_setup: str = "",
+        reconnect_deadline: float = 60.0,
+        journal: Journal | None = None,
         workers: int = 2,
         max_batch: int = 128,
         window: float = 0.005,
@@ -89,6 +104,11 @@ class Submitter:
         self._on_submitted = on_submitted
         self._max_array_size = max(1, max_array_size)
         self._budget = budget
+        self._slurm_setup = slurm_setup
+        self._reconnect_deadline = reconnect_deadline
+        self._journal = journal
+        # Fences of answered batches: removed by the next batch's command (or at the session's end).
+        self.finished_fences: list[str] = []
         self._workers = workers
         self._max_batch = max_batch
         self._window = window
@@ -99,6 +119,10 @@ class Submitter:
         self._uploading: dict[str, anyio.Event] = {}
         self.batches = 0
         self.sbatch_calls = 0
+
+    def forget_uploads(self) -> None:
+        """The remote work directory was recreated: upload functions and large arguments again."""
+        self._uploaded.clear()
 
     async def submit(self, request: SubmitRequest) -> None:
         """Queue ``request`` and wait until sbatch answered for it; ``request.future`` is then set.
@@ -181,15 +205,98 @@ class Submitter:
                 raise
 
     async def _sbatch(self, jobs: Sequence[_Job]) -> None:
-        """Write the jobs' files and run their sbatch calls, in one round trip; report to each request."""
+        """Write the jobs' files and run their sbatch calls in one round trip; report to each request.
+
+        Exactly once: the command is fenced (see :func:`~slurmbatch.slurm.batch.fenced_script`). If the
+        connection drops under it, a recovery command on a new connection learns what it did (its
+        replies, or that it never started and never will), and only jobs it did not submit are sent again.
+        """
         if self._budget is not None:
             await self._budget.acquire(len(jobs))
-        # The job files travel on the command's standard input, then every sbatch runs.
-        script = write_files_script(self._files(jobs)) + "\n"
-        script += batch_sbatch_command([(j.token, self._layout.script(j.token)) for j in jobs])
-        result = await self._pool.run("bash -s", input=script)
+        files = self._files(jobs)
+        outage = Outage(self._reconnect_deadline)
+        controller_down = Outage(self._reconnect_deadline)
+        pending = list(jobs)
+        while pending:
+            fence = self._layout.fence(new_token())
+            stale, self.finished_fences = self.finished_fences, []
+            body = write_files_script({p: files[p] for j in pending for p in self._job_files(j)})
+            if stale:
+                body += "\nrm -rf -- " + " ".join(shlex.quote(f) for f in stale)
+            body += "\n" + self._slurm_setup
+            body += batch_sbatch_command(
+                [(j.token, self._layout.script(j.token)) for j in pending], fence=fence
+            )
+            if self._journal is not None:
+                # Before the batch may run: a process killed from here on leaves its jobs findable.
+                self._journal.submitting(
+                    (token, fence, job.requests[0].function.source_file)
+                    for job in pending
+                    for token in self._request_tokens(job)
+                )
+            try:
+                result = await self._pool.run("bash -s", input=fenced_script(body, fence) + "\n")
+            except ConnectionLost as error:
+                self.finished_fences += stale
+                await anyio.sleep(outage.lost(error, f"submitting {len(pending)} job(s)"))
+                replies, complete = await self.recover(fence)
+                if replies is None:
+                    continue  # it never ran, and never will: send the same jobs again
+                self.finished_fences.append(fence)
+                self._report(
+                    pending,
+                    replies,
+                    "no answer"
+                    if complete
+                    else "the submission was interrupted on the login node before sbatch answered; look "
+                    "for the job's token in squeue's comment field (squeue --me -O JobID,Comment) before "
+                    "submitting it again",
+                )
+                return
+            outage.over()
+            self.finished_fences.append(fence)
+            replies = parse_batch_sbatch(result.stdout)
+            pending, unanswered = self._unanswered(pending, replies, controller_down)
+            self._report(pending, replies, result.stderr.strip())
+            pending = unanswered
+            if pending:
+                await anyio.sleep(min(5.0, 0.5 * 2.0 ** min(controller_down.losses, 4)))
+
+    def _unanswered(
+        self, jobs: list[_Job], replies: dict[str, SbatchReply], controller_down: Outage
+    ) -> tuple[list[_Job], list[_Job]]:
+        """Split ``jobs`` into those sbatch answered and those to send again because slurmctld did not
+        answer (it may be restarting), until the outage passes the deadline."""
+        again = [j for j in jobs if (r := replies.get(j.token)) is not None and r.controller_unreachable]
+        if not again:
+            controller_down.over()
+            return jobs, []
+        now = anyio.current_time()
+        controller_down.since = controller_down.since or now
+        controller_down.losses += 1
+        if now - controller_down.since > controller_down.deadline:
+            return jobs, []  # reported with sbatch's own words
+        logger.warning("slurmctld did not answer %d sbatch call(s); sending them again", len(again))
+        return [j for j in jobs if j not in again], again
+
+    async def recover(self, fence: str) -> tuple[dict[str, SbatchReply] | None, bool]:
+        """What the fenced batch did: None if it never started, else its replies and whether it ended."""
+        what = "finding out which jobs a dropped submission submitted"
+        result = await retry_lost(
+            lambda: self._pool.run(fence_recovery_command(fence)),
+            deadline=self._reconnect_deadline,
+            what=what,
+        )
+        if not result.ok:
+            raise SubmissionError(
+                f"{what} failed on the login node: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        if NOT_STARTED in result.stdout:
+            return None, False
+        return parse_batch_sbatch(result.stdout), UNFINISHED not in result.stdout
+
+    def _report(self, jobs: Sequence[_Job], replies: dict[str, SbatchReply], stderr: str) -> None:
         self.sbatch_calls += len(jobs)
-        replies = parse_batch_sbatch(result.stdout)
         logger.info(
             "submitted %d call(s) as %d job(s) in one command", sum(len(j.requests) for j in jobs), len(jobs)
         )
@@ -197,11 +304,17 @@ class Submitter:
             reply = replies.get(job.token)
             job_id = reply.job_id if reply is not None else None
             for index, request in enumerate(job.requests):
-                if job_id is None:
-                    said = reply.output if reply is not None else (result.stderr.strip() or "no answer")
+                if reply is None:
+                    said = stderr or "no answer"
                     request.error = SubmissionError(
-                        f"sbatch refused the job: {said}. Check the JobSpec options (each becomes an #SBATCH line).",
+                        f"The submit command failed on the login node before sbatch answered: {said}",
                         sbatch_stderr=said,
+                    )
+                elif job_id is None:
+                    request.error = SubmissionError(
+                        f"sbatch refused the job: {reply.output}. Check the JobSpec options (each becomes an "
+                        "#SBATCH line).",
+                        sbatch_stderr=reply.output,
                     )
                 elif job.array is None:
                     request.token, request.job_id = job.token, job_id
@@ -210,6 +323,23 @@ class Submitter:
                     request.token, request.job_id = f"{job.token}.{index}", f"{job_id}_{index}"
                     self._on_submitted(request)
                 request.done.set()
+        if self._journal is not None:
+            self._journal.submitted(
+                (r.token, r.job_id) for job in jobs for r in job.requests if r.job_id is not None
+            )
+            self._journal.refused(
+                token for job in jobs if job.requests[0].job_id is None for token in self._request_tokens(job)
+            )
+
+    @staticmethod
+    def _request_tokens(job: _Job) -> list[str]:
+        """The tokens the job's requests get: the job's own, or one per array task."""
+        if job.array is None:
+            return [job.token]
+        return [f"{job.token}.{index}" for index in range(len(job.requests))]
+
+    def _job_files(self, job: _Job) -> tuple[str, str]:
+        return self._layout.arguments(job.token), self._layout.script(job.token)
 
     def _files(self, jobs: Sequence[_Job]) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
@@ -251,10 +381,13 @@ class Submitter:
             await self._upload_shared({d: shared[d] for d in missing})
 
     async def _upload_shared(self, files: Mapping[str, bytes]) -> None:
-        # A temporary name first: a job of another batch may be reading the final name.
-        staged = {digest: f"{self._layout.function(digest)}.{new_token()}.part" for digest in files}
-        async with self._pool.sftp() as sftp:
-            await sftp.put_many({staged[d]: data for d, data in files.items()})
-            for digest, path in staged.items():
-                await sftp.rename(path, self._layout.function(digest))
+        async def upload() -> None:
+            # A temporary name first: a job of another batch may be reading the final name.
+            staged = {digest: f"{self._layout.function(digest)}.{new_token()}.part" for digest in files}
+            async with self._pool.sftp() as sftp:
+                await sftp.put_many({staged[d]: data for d, data in files.items()})
+                for digest, path in staged.items():
+                    await sftp.rename(path, self._layout.function(digest))
+
+        await retry_lost(upload, deadline=self._reconnect_deadline, what=f"uploading {len(files)} file(s)")
         self._uploaded.update(files)

@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import shlex
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 from anyio.abc import TaskStatus
@@ -38,6 +38,7 @@ PROGRAM_NAME = "slurmbatch-watch"
 
 _RESTART_FIRST = 0.2  # seconds before the first restart; doubles per failure in a row
 _RESTART_CAP = 10.0
+_MISSING_EXIT = "it ended with exit status 2"  # watch.sh: the directory does not exist
 _STABLE_AFTER = 10.0  # a program up this long resets the pause before the next restart
 
 
@@ -77,6 +78,7 @@ class ResultWatcher:
         *,
         on_listing: Callable[[list[str], list[str], bool], None],
         on_down: Callable[[], None],
+        on_missing: Callable[[], Awaitable[None]] | None = None,
         interval: float = 0.1,
         heartbeat: float = 1.0,
         silence_limit: float = 5.0,
@@ -85,6 +87,7 @@ class ResultWatcher:
         self._command = watch_command(results_dir, interval=interval, heartbeat=heartbeat)
         self._on_listing = on_listing
         self._on_down = on_down
+        self._on_missing = on_missing
         self._silence_limit = silence_limit
         self._up = False
         self._reported_down = False
@@ -134,6 +137,9 @@ class ResultWatcher:
             up_at: float | None = None
             try:
                 up_at, why = await self._watch()
+                if why == _MISSING_EXIT and self._on_missing is not None:
+                    # Someone removed the directory: have it recreated, then watch it again.
+                    await self._on_missing()
             except ConnectError as exc:
                 why = f"its connection failed: {exc}"
             except SessionClosedError:

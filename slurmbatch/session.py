@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
+import posixpath
 import re
 import shlex
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from importlib.metadata import version
 from pathlib import Path
 from types import TracebackType
@@ -17,10 +20,12 @@ import anyio
 from anyio.abc import TaskStatus
 
 from . import _probe
-from ._errors import JobCancelled, SessionClosedError, SubmissionError
+from ._errors import ConnectionLost, JobCancelled, SessionClosedError, SubmissionError
+from ._journal import Journal, default_journal_path
 from ._poller import Poller
 from ._progress import show_progress
-from ._remote_layout import RemoteLayout
+from ._reconnect import Outage, retry_lost
+from ._remote_layout import RemoteLayout, new_token
 from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function, runner_digest, runner_source
@@ -87,10 +92,22 @@ class SlurmSession:
             ``MaxSessions`` (OpenSSH's default is 10).
         status_interval: Shortest and longest seconds between scheduler queries (the interval grows
             while nothing changes).
-        cleanup: Remove a job's remote files once its result is collected and the session ends.
+        cleanup: Remove the remote files of finished jobs when the session ends, and those passed to
+            :meth:`release` soon after.
+        slurm_setup: Shell lines run on the login node before its Slurm commands (sbatch, squeue, sacct,
+            scancel), for sites where they need e.g. ``module load slurm``. Jobs do not run them: use
+            ``JobSpec.setup`` for that.
         rpc_budget: A client-side limit on the RPCs sent to slurmctld (sbatch, squeue/sacct, scancel),
             e.g. ``RpcBudget(burst=30, rate=2.0)``, Slurm's own rate limiter's defaults. Default: none.
         default_spec: The :class:`JobSpec` used when ``submit``/``map`` get none.
+        connect_timeout: Seconds one SSH connection attempt may take.
+        journal: The local journal file that records each job before and after it is submitted, so that
+            another process can :meth:`reattach` to jobs this one did not collect. ``True`` (default):
+            ``~/.cache/slurmbatch/journal.sqlite3``; ``False``: no journal.
+        reconnect_deadline: Seconds an outage may last: while the connection keeps dropping, it is
+            opened again (with jittered backoff) and what was under way is resumed or, when safe, done
+            again; a job already submitted is never submitted twice. Past it, the futures of the
+            session's jobs fail with a :class:`ConnectError` that says why.
     """
 
     def __init__(
@@ -112,9 +129,12 @@ class SlurmSession:
         max_channels: int = 8,
         status_interval: tuple[float, float] = (2.0, 30.0),
         cleanup: bool = True,
+        slurm_setup: Sequence[str] = (),
         rpc_budget: RpcBudget | None = None,
         default_spec: JobSpec | None = None,
         connect_timeout: float = 30.0,
+        reconnect_deadline: float = 120.0,
+        journal: str | Path | bool = True,
     ) -> None:
         options: dict[str, Any] = {
             "host": host,
@@ -141,17 +161,38 @@ class SlurmSession:
         self._workdir = remote_workdir
         self._max_connections = max_connections
         self._max_channels = max_channels
-        self._status_interval = status_interval
+        # Checked now, not when the block opens: the mistake is on this line of the caller's code.
+        SSHPool.check_limits(
+            max_connections=max_connections, max_channels=max_channels, reconnect_deadline=reconnect_deadline
+        )
+        self._status_interval = _checked_interval(status_interval)
+        self._reconnect_deadline = float(reconnect_deadline)
+        if not isinstance(journal, (str, Path, bool)):
+            raise TypeError(f"journal must be a file path, True or False, not {type(journal).__name__}")
+        self._journal_path = default_journal_path() if journal is True else (journal or None)
+        self._journal: Journal | None = None
+        #: This session's name in the journal: pass it to :meth:`reattach` from another process.
+        self.id = new_token().replace("sb-", "session-", 1)
         self._cleanup = cleanup
         self._default_spec = default_spec or JobSpec()
         if rpc_budget is not None and not isinstance(rpc_budget, RpcBudget):
             raise TypeError(f"rpc_budget must be an RpcBudget, not {type(rpc_budget).__name__}")
         self._rpc_budget = rpc_budget
+        if isinstance(slurm_setup, str) or not all(isinstance(line, str) for line in slurm_setup):
+            raise TypeError(
+                f"slurm_setup must be a list of shell lines, not {slurm_setup!r}: e.g. ['module load slurm']"
+            )
+        # In the current shell (exports must last) with its output dropped: it would garble the replies.
+        self._slurm_setup = (
+            "{\n" + "".join(f"{line}\n" for line in slurm_setup) + "} >/dev/null\n" if slurm_setup else ""
+        )
         self._budget: TokenBucket | None = None
         self._state = "new"
         self._detached = False
         self._stack = contextlib.AsyncExitStack()
-        self._collected: list[str] = []  # job tokens whose remote files may be removed at exit
+        self._collected: dict[str, None] = {}  # job tokens whose remote files may be removed at exit
+        self._releasing: set[str] = set()  # tokens whose files release() asked to remove soon
+        self._release_wakeup = anyio.Event()
         # Nothing remembered by identity: an object changed in place between two submits must not travel
         # stale. Large arguments are still uploaded once per content (their hash).
         self._arguments = ArgumentStore(remembered=0)
@@ -179,11 +220,19 @@ class SlurmSession:
 
     async def _open(self) -> None:
         self._pool = await self._stack.enter_async_context(
-            SSHPool(self.settings, max_connections=self._max_connections, max_channels=self._max_channels)
+            SSHPool(
+                self.settings,
+                max_connections=self._max_connections,
+                max_channels=self._max_channels,
+                reconnect_deadline=self._reconnect_deadline,
+            )
         )
         runner_name = f"runner-{runner_digest()[:12]}.py"
         command = _probe.probe_command(
-            self._workdir, python=self._python if self._check_remote_python else None, runner_name=runner_name
+            self._workdir,
+            python=self._python if self._check_remote_python else None,
+            runner_name=runner_name,
+            slurm_setup=self._slurm_setup,
         )
         result = await self._pool.run(command)
         facts = _probe.parse_probe(result.exit_status, result.stdout, result.stderr, workdir=self._workdir)
@@ -195,11 +244,13 @@ class SlurmSession:
         )
         self._layout = RemoteLayout(facts.workdir)
         self.max_array_size = facts.max_array_size
+        if self._journal_path is not None:
+            self._journal = Journal(
+                self._journal_path, session=self.id, host=self.settings.host, workdir=facts.workdir
+            )
+            self._stack.callback(self._journal.close)
         if not facts.runner_present:
-            async with self._pool.sftp() as sftp:
-                staged = self._layout.runner(runner_digest()) + ".part"
-                await sftp.put(staged, runner_source())
-                await sftp.rename(staged, self._layout.runner(runner_digest()))
+            await self._upload_runner()
         if self._rpc_budget is not None:
             self._budget = TokenBucket(self._rpc_budget)
         self._poller = Poller(
@@ -208,6 +259,9 @@ class SlurmSession:
             accounting=facts.accounting,
             status_interval=self._status_interval,
             budget=self._budget,
+            slurm_setup=self._slurm_setup,
+            restore_workdir=self._restore_workdir,
+            journal=self._journal,
         )
         self._submitter = Submitter(
             self._pool,
@@ -216,6 +270,9 @@ class SlurmSession:
             on_submitted=self._on_submitted,
             max_array_size=self.max_array_size,
             budget=self._budget,
+            slurm_setup=self._slurm_setup,
+            reconnect_deadline=self._reconnect_deadline,
+            journal=self._journal,
         )
         # The task group is not on the exit stack: it must be exited outside the shielded scope that
         # closes the rest (cancel scopes exit in the order they were entered).
@@ -223,6 +280,8 @@ class SlurmSession:
         await self._tg.__aenter__()
         await self._tg.start(self._watch_jobs)
         await self._tg.start(self._submitter.run)
+        if self._cleanup:
+            self._tg.start_soon(self._remove_released)
         logger.info("session open on %s, work directory %s", self.settings.host, facts.workdir)
 
     async def __aexit__(
@@ -250,6 +309,24 @@ class SlurmSession:
                 with anyio.CancelScope(shield=True):
                     await self._stack.aclose()
 
+    async def _upload_runner(self) -> None:
+        async with self._pool.sftp() as sftp:
+            staged = self._layout.runner(runner_digest()) + ".part"
+            await sftp.put(staged, runner_source())
+            await sftp.rename(staged, self._layout.runner(runner_digest()))
+
+    async def _restore_workdir(self) -> None:
+        """Recreate the remote work directory after someone removed it, with the runner in it."""
+        layout = self._layout
+        dirs = " ".join(shlex.quote(d) for d in (layout.functions_dir, layout.jobs_dir, layout.results_dir))
+        workdir = shlex.quote(layout.workdir)
+        result = await self._pool.run(f"umask 077 && mkdir -p -- {dirs} && chmod 700 -- {workdir}")
+        if not result.ok:
+            logger.error("could not recreate the remote work directory: %s", result.stderr.strip())
+            return
+        self._submitter.forget_uploads()
+        await self._upload_runner()
+
     async def _watch_jobs(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run the status loop; when it fails, fail the jobs it was watching with that error, and go on.
 
@@ -257,6 +334,7 @@ class SlurmSession:
         the user's block.
         """
         started = False
+        outage = Outage(self._reconnect_deadline)
         while True:
             try:
                 if started:
@@ -264,6 +342,18 @@ class SlurmSession:
                 else:
                     started = True
                     await self._poller.run(task_status=task_status)
+            except ConnectionLost as lost:
+                # Go on where it stopped, on a new connection; a scheduler query covers the gap.
+                if outage.since is not None and self._poller.last_success > outage.since:
+                    outage.over()
+                try:
+                    pause = outage.lost(lost, "following the jobs")
+                except Exception as exc:
+                    self._poller.fail_all(exc)
+                    outage.over()
+                    continue
+                self._poller.request_status()
+                await anyio.sleep(pause)
             except Exception as exc:
                 logger.error(
                     "the status loop failed (%s); failing the %d job(s) it watched",
@@ -276,11 +366,77 @@ class SlurmSession:
     def detach(self) -> list[str]:
         """Let the jobs run on after the ``async with`` block; return the ids of those still live.
 
-        Their results stay in the remote work directory.
+        Their results stay in the remote work directory, and the journal keeps them: a later session
+        (in this process or another) collects them with ``await session.reattach(<this session's id>)``.
         """
         self._require_open()
         self._detached = True
         return [future.job_id for future in self._poller.live()]
+
+    async def reattach(self, session_id: str | None = None) -> list[JobFuture[Any]]:
+        """Take over the jobs an earlier session left uncollected; return a future for each.
+
+        ``session_id`` is that session's :attr:`id`; without it, every earlier session on the same login
+        node and work directory that left jobs behind (it detached, crashed, or its process was killed).
+        The jobs are then followed and collected like this session's own. A job whose submission was cut
+        short is looked up, never submitted again: if it never reached sbatch, its future fails with
+        :class:`SubmissionError`. Do not reattach to a session that is still running elsewhere.
+
+        Raises :class:`ValueError` if the session used another work directory, or the journal is off.
+        """
+        self._require_open()
+        journal = self._journal
+        if journal is None:
+            raise ValueError("reattach() reads the journal, and this session was opened with journal=False.")
+        if session_id is None:
+            sessions = journal.sessions_with_uncollected_jobs(self.settings.host, self._layout.workdir)
+        else:
+            workdir = journal.workdir_of(session_id)
+            if workdir is None:
+                raise ValueError(f"The journal {journal.path} knows no session {session_id!r}.")
+            if workdir != self._layout.workdir:
+                raise ValueError(
+                    f"Session {session_id} kept its files in {workdir}, this one in {self._layout.workdir}: "
+                    f"open this session with remote_workdir={workdir!r} to reattach."
+                )
+            sessions = [session_id]
+        entries = journal.uncollected(sessions)
+        job_ids = await self._job_ids_of(entries)
+        futures: list[JobFuture[Any]] = []
+        for entry in entries:
+            job_id = job_ids.get(entry.token)
+            future: JobFuture[Any] = JobFuture(
+                self, job_id=job_id or "(never submitted)", token=entry.token, source_file=entry.source_file
+            )
+            futures.append(future)
+            self._collected[entry.token] = None
+            if job_id is None:
+                self._poller.resolve(
+                    future,
+                    exc=SubmissionError(
+                        "This job was never submitted: the process that was submitting it stopped before "
+                        "sbatch ran. Submit it again."
+                    ),
+                    state=JobState.UNKNOWN,
+                )
+            else:
+                self._poller.track(future)
+        journal.adopt(e.token for e in entries)
+        if futures:
+            logger.info("reattached %d job(s) of %d earlier session(s)", len(futures), len(sessions))
+        return futures
+
+    async def _job_ids_of(self, entries: Sequence[Any]) -> dict[str, str]:
+        """Job ids by token; for jobs whose batch may not have run, the batch's fence tells."""
+        ids = {e.token: e.job_id for e in entries if e.job_id is not None}
+        for fence in dict.fromkeys(e.fence for e in entries if e.job_id is None):
+            replies, _ = await self._submitter.recover(fence)
+            for entry in (e for e in entries if e.fence == fence):
+                job_token, _, index = entry.token.partition(".")
+                reply = (replies or {}).get(job_token)
+                if reply is not None and reply.job_id is not None:
+                    ids[entry.token] = f"{reply.job_id}_{index}" if index else reply.job_id
+        return ids
 
     # ------------------------------------------------------------------------------- submission
     async def submit(
@@ -298,6 +454,13 @@ class SlurmSession:
         submitted in either case. Concurrent calls are sent to the login node together.
         """
         self._require_open()
+        if isinstance(args, (str, bytes, bytearray)) or not isinstance(args, Iterable):
+            raise TypeError(
+                f"args must be a tuple or list of positional arguments, not {type(args).__name__}: write "
+                "submit(fn, (x,)) for one argument"
+            )
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs must be a mapping of keyword arguments, not {type(kwargs).__name__}")
         spec = self._spec(spec)
         request = SubmitRequest(pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec)
         await self._submitter.submit(request)
@@ -414,7 +577,7 @@ class SlurmSession:
         )
         request.future = future
         self._poller.track(future)
-        self._collected.append(request.token)
+        self._collected[request.token] = None
 
     # ------------------------------------------------------------------------------- jobs
     async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
@@ -429,7 +592,15 @@ class SlurmSession:
             for start in range(0, len(ids), step):
                 if self._budget is not None:
                     await self._budget.acquire(len(ids[start : start + step]))
-                result = await self._pool.run("xargs scancel", input=" ".join(ids[start : start + step]))
+                result = await retry_lost(
+                    functools.partial(
+                        self._pool.run,
+                        f"{self._slurm_setup}xargs scancel",
+                        input=" ".join(ids[start : start + step]),
+                    ),
+                    deadline=self._reconnect_deadline,
+                    what="cancelling jobs",
+                )
                 if not result.ok:
                     raise SubmissionError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
         logger.info("cancelled %d job(s)", len(live))
@@ -456,16 +627,58 @@ class SlurmSession:
     async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
         self._require_open(allow_closing=True)
         path = self._layout.stdout(future.token) if stream == "stdout" else self._layout.stderr(future.token)
-        async with self._pool.sftp() as sftp:
-            found = await sftp.get_many([path])
+
+        async def read() -> dict[str, bytes | None]:
+            async with self._pool.sftp() as sftp:
+                return await sftp.get_many([path])
+
+        found = await retry_lost(
+            read, deadline=self._reconnect_deadline, what=f"reading the {stream} of a job"
+        )
         data = found.get(path)
         return "" if data is None else data.decode(errors="replace")
 
+    def release(self, futures: Iterable[JobFuture[Any]]) -> None:
+        """Let the remote files of these finished jobs go now, instead of when the session ends.
+
+        With ``cleanup=True`` they are removed shortly after, in the background, together with those of
+        other released jobs (one command for many); their ``stdout()`` and ``stderr()`` can no longer be
+        read. Long-lived sessions call it once they are done with a job, so that the remote work
+        directory does not grow. Raises :class:`ValueError` for a job that has not finished.
+        """
+        self._require_open(allow_closing=True)
+        futures = list(futures)
+        unfinished = [f.job_id for f in futures if not f.done()]
+        if unfinished:
+            raise ValueError(
+                f"release() takes finished jobs only; still running: {', '.join(unfinished[:5])}. "
+                "Await them (or cancel them) first."
+            )
+        if self._cleanup:
+            self._releasing.update(f.token for f in futures if f.token in self._collected)
+            self._release_wakeup.set()
+
+    async def _remove_released(self) -> None:
+        """Remove released jobs' files in batches: wait a moment after the first, so more come along."""
+        while True:
+            await self._release_wakeup.wait()
+            await anyio.sleep(1.0)
+            self._release_wakeup = anyio.Event()
+            tokens, self._releasing = self._releasing, set()
+            with anyio.CancelScope(shield=True):  # they are no longer listed for the session's end
+                await self._remove_files(tokens)
+
     async def _remove_collected(self) -> None:
         live = {f.token for f in self._poller.live()}
-        done = [t for t in self._collected if t not in live]
+        await self._remove_files([t for t in self._collected if t not in live])
+
+    async def _remove_files(self, done: Collection[str]) -> None:
+        """Remove the remote files of the finished jobs ``done`` (tokens)."""
         if not done:
             return
+        live = {f.token for f in self._poller.live()}
+        for token in done:
+            self._collected.pop(token, None)
         # A job's own files, and the files an array's tasks share once none of its tasks is live.
         names = [f"{token}{suffix}" for token in done for suffix in (".out", ".err", ".ranks")]
         live_jobs = {_job_token(t) for t in live}
@@ -474,6 +687,9 @@ class SlurmSession:
             for job in {_job_token(t) for t in done} - live_jobs
             for suffix in (".args.pkl", ".sh")
         ]
+        # And the fences of answered submission batches, which no recovery will ask about any more.
+        fences, self._submitter.finished_fences = self._submitter.finished_fences, []
+        names += [posixpath.basename(fence) for fence in fences]
         with anyio.move_on_after(60):
             try:
                 await self._pool.run(
@@ -490,3 +706,18 @@ class SlurmSession:
                 "The session is not open yet: use it inside `async with SlurmSession(...)`."
             )
         raise SessionClosedError("The session is closed: submit and read jobs inside its `async with` block.")
+
+
+def _checked_interval(interval: Any) -> tuple[float, float]:
+    """``status_interval`` as two floats, or a :class:`ValueError` that says what it must be."""
+    numbers = (
+        isinstance(interval, (tuple, list))
+        and len(interval) == 2
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in interval)
+    )
+    if not numbers or not (0 < interval[0] <= interval[1] < math.inf):
+        raise ValueError(
+            "status_interval must be two positive numbers of seconds, shortest first, e.g. (2.0, 30.0); "
+            f"got {interval!r}"
+        )
+    return float(interval[0]), float(interval[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeAlias, TypeVar
 
@@ -205,6 +206,20 @@ def _check_optional_name(spec: JobSpec, attribute: attrs.Attribute[Any], value: 
         )
 
 
+def _check_python(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_optional_name(spec, attribute, value)
+    if value is None:
+        return
+    try:
+        shlex.split(str(value))
+    except ValueError as exc:
+        raise ValueError(
+            f"JobSpec.python is {value!r}, which cannot be split into words as a shell would: {exc}. "
+            "Close every quote and escape trailing backslashes; give the interpreter's path, with arguments if needed, quoting as in a shell, e.g. "
+            "'/opt/conda/bin/python3' or '\"/path with spaces/python3\" -X dev'."
+        ) from None
+
+
 def _check_flag(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"JobSpec.{attribute.name} must be True or False, not {_describe(value)}.")
@@ -275,7 +290,7 @@ class JobSpec:
         factory=FrozenMapping, converter=_freeze_variables, validator=_check_variables
     )
     conda_env: str | None = attrs.field(default=None, validator=_check_optional_name)
-    python: str | None = attrs.field(default=None, validator=_check_optional_name)
+    python: str | None = attrs.field(default=None, validator=_check_python)
     job_name: str | None = attrs.field(default=None, validator=_check_optional_name)
     array_parallelism: int | None = attrs.field(default=None, validator=_check_parallelism)
     coalesce: bool = attrs.field(default=True, validator=_check_flag)

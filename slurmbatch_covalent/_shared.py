@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import attrs
 
-from slurmbatch import JobFuture, SlurmSession
+from slurmbatch import JobFuture, SessionClosedError, SlurmSession
 
 from .params import SessionSettings
 
@@ -92,6 +92,12 @@ class SharedSession:
         """Forget ``future`` (its task is over)."""
         self._jobs.pop(future.job_id, None)
         self.cancelled.discard(future.job_id)
+
+    def release(self, future: JobFuture[Any]) -> None:
+        """Let the finished job's remote files go (removed soon, with others', when ``cleanup`` is on)."""
+        if self.session is not None and future.done():
+            with contextlib.suppress(SessionClosedError):
+                self.session.release([future])
 
     def find(self, job_id: str) -> JobFuture[Any] | None:
         """The future of a job of this session that a task still waits for, or None."""

@@ -182,6 +182,7 @@ class SessionSettings:
     max_channels: int
     status_interval: tuple[float, float]
     cleanup: bool
+    slurm_setup: tuple[str, ...] = ()
 
     def session_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``SlurmSession(self.host, **kwargs)`` (the certificate is not one of them)."""
@@ -198,6 +199,7 @@ class SessionSettings:
             "max_channels": self.max_channels,
             "status_interval": self.status_interval,
             "cleanup": self.cleanup,
+            "slurm_setup": self.slurm_setup,
         }
         if self.ssh_config is not None:
             kwargs["ssh_config"] = self.ssh_config
@@ -241,6 +243,8 @@ def session_settings(params: Mapping[str, Any]) -> SessionSettings:
         max_channels=params["max_channels"],
         status_interval=(poll, max(poll, _MAX_STATUS_INTERVAL)),
         cleanup=params["cleanup"],
+        # As the plugin did: sbatch, squeue and scancel run on the login node after these lines.
+        slurm_setup=tuple(_slurm_path_lines(params["slurm_path"])),
     )
 
 

@@ -82,11 +82,12 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         srun_options: Options of that ``srun``, with the same rules as ``options``.
         srun_append: A command between ``srun`` and the task, e.g. a profiler.
         bashrc_path: A file the job sources first; ``""`` sources none. Default ``$HOME/.bashrc``.
-        slurm_path: A directory added to the job's PATH for Slurm's commands; ``""`` loads the ``slurm``
-            environment module instead. Default ``/usr/bin``.
+        slurm_path: The directory of Slurm's commands, added to PATH on the login node before sbatch,
+            squeue and scancel run, and in the job; ``""`` loads the ``slurm`` environment module instead.
+            Default ``/usr/bin``.
         poll_freq: Seconds between scheduler queries (at least 1). Finished jobs are noticed by their
             result files without waiting for it.
-        cleanup: Remove the jobs' files from the cluster once their results are in.
+        cleanup: Remove each task's files from the cluster once its result and output are in.
         cache_dir: Accepted for compatibility; nothing is staged locally any more.
         log_stdout: A file the task's standard output is appended to.
         log_stderr: A file the task's standard error is appended to.
@@ -205,6 +206,7 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
                 await future.cancel()
             raise
         stdout, stderr = await _job_output(future)
+        shared.release(future)
         for text, stream in ((stdout, self.task_stdout), (stderr, self.task_stderr)):
             if stream is not None:
                 print(text, end="", file=stream)

@@ -12,14 +12,22 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-__all__ = ["SbatchReply", "batch_sbatch_command", "parse_batch_sbatch", "write_files_script"]
+__all__ = ["WRITE_FAILED", "SbatchReply", "batch_sbatch_command", "parse_batch_sbatch", "write_files_script"]
 
 _RS = "\x1e"
-# Bash builtins only, apart from sbatch itself: on a login node, process starts are what costs.
-_FUNCTION = (
-    'sb_submit() { local out rc; out=$(sbatch --parsable "$2" 2>&1); rc=$?; '
-    "printf '%s %s %s\\n' \"$1\" \"$rc\" \"${out//$'\\n'/$'\\036'}\"; }"
-)
+# What sbatch says when the controller is down or restarting; the job was not submitted.
+_CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out on send/recv")
+
+
+# Bash builtins only, apart from sbatch itself: on a login node, process starts are what costs. With a
+# fence, each reply is also appended to the fence's replies file (one short line: an atomic append).
+def _submit_function(replies: str | None) -> str:
+    keep = f" printf '%s\\n' \"$line\" >> {replies};" if replies else ""
+    return (
+        'sb_submit() { local out rc line; out=$(sbatch --parsable "$2" 2>&1); rc=$?; '
+        "printf -v line '%s %s %s' \"$1\" \"$rc\" \"${out//$'\\n'/$'\\036'}\";"
+        f"{keep} printf '%s\\n' \"$line\"; }}"
+    )
 
 
 @attrs.frozen
@@ -29,6 +37,11 @@ class SbatchReply:
     token: str
     exit_status: int
     output: str
+
+    @property
+    def controller_unreachable(self) -> bool:
+        """True if sbatch failed only because slurmctld did not answer (e.g. while it restarts)."""
+        return self.exit_status != 0 and any(sign in self.output for sign in _CONTROLLER_DOWN)
 
     @property
     def job_id(self) -> str | None:
@@ -42,20 +55,71 @@ class SbatchReply:
         return None
 
 
-def batch_sbatch_command(jobs: Sequence[tuple[str, str]], *, lanes: int = 8) -> str:
+def batch_sbatch_command(jobs: Sequence[tuple[str, str]], *, lanes: int = 8, fence: str | None = None) -> str:
     """A shell command running ``sbatch --parsable SCRIPT`` for each ``(token, script path)``.
 
-    Calls are spread over at most ``lanes`` background subshells; the output has one line per job.
+    Calls are spread over at most ``lanes`` background subshells; the output has one line per job. With
+    ``fence`` (see :func:`fenced_script`) the replies are also kept in the fence's directory.
     """
     if not jobs:
         raise ValueError("batch_sbatch_command needs at least one job")
     lanes = max(1, min(lanes, len(jobs)))
-    parts = [_FUNCTION]
+    parts = [_submit_function(shlex.quote(f"{fence}/replies") if fence else None)]
     for lane in range(lanes):
         calls = "; ".join(f"sb_submit {shlex.quote(t)} {shlex.quote(p)}" for t, p in jobs[lane::lanes])
         parts.append(f"( {calls} ) &")
     parts.append("wait")
     return "\n".join(parts)
+
+
+def fenced_script(body: str, fence: str) -> str:
+    """``body`` made to run at most once, whole or not at all, whatever happens to the connection.
+
+    It is one compound command, so bash runs none of it unless all of it arrived. It first claims the
+    directory ``fence`` (``mkdir`` is atomic): a recovery that claimed it first (see
+    :func:`fence_recovery_command`) means it must not run. Hang-ups, broken pipes and SIGTERM are ignored, so
+    a dropped connection does not stop it halfway. ``fence/done`` marks its end, however it ends (a failed
+    file write ends it early); a fence that cannot be created at all ends it with :data:`WRITE_FAILED`.
+    """
+    quoted = shlex.quote(fence)
+    return "\n".join(
+        [
+            "{",
+            "umask 077",  # the fence directory and its replies are as private as the files the body writes
+            f"mkdir -- {quoted} 2>/dev/null || {{ [ -d {quoted} ] && {{ echo {FENCED}; exit 0; }}; "
+            f"echo 'slurmbatch: cannot create '{quoted}' on the login node, so no job was submitted' >&2; "
+            f"exit {WRITE_FAILED}; }}",
+            f"sb_done() {{ : > {quoted}/done; }}; trap sb_done EXIT",
+            "trap '' HUP PIPE TERM",
+            body,
+            "}",
+        ]
+    )
+
+
+FENCED = "@@slurmbatch-fenced@@"
+NOT_STARTED = "@@slurmbatch-not-started@@"
+UNFINISHED = "@@slurmbatch-unfinished@@"
+
+
+def fence_recovery_command(fence: str, *, wait_seconds: int = 120) -> str:
+    """What a fenced script did, asked after the connection dropped under it.
+
+    Prints :data:`NOT_STARTED` if it had not started (it now never will), else waits up to
+    ``wait_seconds`` for its end and prints its replies, preceded by :data:`UNFINISHED` if it did not end.
+    """
+    quoted = shlex.quote(fence)
+    return "\n".join(
+        [
+            "umask 077",
+            f"if mkdir -- {quoted} 2>/dev/null; then echo {NOT_STARTED}; exit 0; fi",
+            f"[ -d {quoted} ] || {{ echo 'slurmbatch: cannot create '{quoted} >&2; exit {WRITE_FAILED}; }}",
+            f"i=0; while [ ! -e {quoted}/done ] && [ $i -lt {wait_seconds * 10} ]; do sleep 0.1; i=$((i+1)); done",
+            f"[ -e {quoted}/done ] || echo {UNFINISHED}",
+            f"cat -- {quoted}/replies 2>/dev/null",
+            "exit 0",
+        ]
+    )
 
 
 def parse_batch_sbatch(stdout: str) -> dict[str, SbatchReply]:
@@ -74,11 +138,26 @@ def parse_batch_sbatch(stdout: str) -> dict[str, SbatchReply]:
 def write_files_script(files: Mapping[str, bytes]) -> str:
     """Shell lines that write each file (mode 0600) with bash's builtin printf, no process per file:
     files ride along with the command that submits them, so a batch costs one round trip.
+
+    A file that cannot be written (disk full, quota exceeded) stops the command with exit status
+    :data:`WRITE_FAILED` before any sbatch runs, and says why on standard error: a job must never be
+    submitted with a truncated script or argument file.
     """
-    lines = ["umask 077"]
+    lines = ["umask 077", _WRITE_FAILED_FUNCTION]
     for path, data in files.items():
-        lines.append(f"printf '%b' '{_printf_escaped(data)}' > {shlex.quote(path)}")
+        quoted = shlex.quote(path)
+        lines.append(f"printf '%b' '{_printf_escaped(data)}' > {quoted} || sb_write_failed {quoted}")
     return "\n".join(lines)
+
+
+#: The exit status of a submit command that could not write a job's files.
+WRITE_FAILED = 75
+_WRITE_FAILED_FUNCTION = (
+    'sb_write_failed() { rm -f -- "$1"; printf \'slurmbatch: could not write %s on the login node, so no job '
+    "was submitted (the error above says why). If the disk is full or your quota exceeded, free space in the "
+    "remote work directory (df -h and quota -s show it), or pass remote_workdir= a directory with room.\\n' "
+    f'"$1" >&2; exit {WRITE_FAILED}; }}'
+)
 
 
 _PLAIN = frozenset(range(0x20, 0x7F)) - {ord("\\"), ord("'")}

@@ -99,6 +99,21 @@ def processes_marked(marker: str, value: str) -> list[int]:
     return found
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is ``pid`` (not zombies)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
 def kill_all(pids: Sequence[int]) -> None:
     """SIGKILL every pid in ``pids`` and reap those that are our children."""
     for pid in pids:

@@ -33,6 +33,7 @@ from ._layout import ClusterLayout, ClusterPorts, free_ports
 from ._processes import (
     ClusterError,
     Daemon,
+    children_of,
     kill_all,
     log_tail,
     processes_marked,
@@ -422,6 +423,19 @@ class LocalCluster:
         state["extra_sshd"][str(port)] = {"max_sessions": max_sessions, "max_startups": max_startups}
         self._save_state(state)
         return port
+
+    def drop_ssh_connections(self, port: int | None = None) -> int:
+        """Kill the sshd process of every open connection to the sshd on ``port`` (default: the main one),
+        as a network failure or a login-node reboot would end them; the listener stays up. Returns how
+        many connections were dropped."""
+        state = self._require_state()
+        name = f"sshd-{port or self._layout(state).ports.sshd}"
+        listeners = [d for d in self._daemons(state) if d.name == name and d.is_running()]
+        if not listeners:
+            raise ClusterError(f"No running daemon named {name!r}; is the cluster up?")
+        connections = children_of(listeners[0].pid)
+        kill_all(connections)
+        return len(connections)
 
     def restart_daemon(self, name: str) -> None:
         """Stop and start one daemon (e.g. ``"slurmctld"`` or ``"sshd-<port>"``), keeping its state on disk."""

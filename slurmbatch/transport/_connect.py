@@ -153,10 +153,16 @@ def _describe(
             else "Check the passphrase."
         )
         return f"cannot log in to {where}: cannot decrypt {_key_files(settings, options)} ({error}). {hint}"
-    if isinstance(error, (asyncssh.KeyImportError, asyncssh.ConfigParseError)):
-        return f"cannot connect to {where}: {error}."
-    if isinstance(error, FileNotFoundError):
-        return f"cannot connect to {where}: a file it needs is missing: {error.filename}."
+    if isinstance(error, asyncssh.KeyImportError):
+        return (
+            f"cannot log in to {where}: {_key_files(settings, options)} is not a private key that can be read "
+            f"({error}). Pass key_file= the private key (e.g. ~/.ssh/id_ed25519), not the public .pub file "
+            "or a certificate."
+        )
+    if isinstance(error, asyncssh.ConfigParseError):
+        return f"cannot connect to {where}: cannot parse the ssh config ({configs}): {error}."
+    if isinstance(error, OSError) and error.filename is not None:
+        return _describe_local_file(settings, options, target, error)
     if is_throttling(error):
         return (
             f"{where} closed the connection during the SSH handshake ({error}). The server may be limiting "
@@ -184,6 +190,51 @@ def _describe_host_key(
         f"the host key of {target.address} is not in {known_hosts}, so the server cannot be verified. If "
         f"you trust it, add its key with `{scan}` (compare the fingerprint with one your administrators "
         "publish), or pass verify_host_key=False to skip the check (insecure)."
+    )
+
+
+def _describe_local_file(
+    settings: ConnectSettings,
+    options: asyncssh.SSHClientConnectionOptions | None,
+    target: Target,
+    error: OSError,
+) -> str:
+    """A local file named in the settings (key, certificate, known_hosts, ssh config) cannot be read."""
+    path = str(error.filename)
+    if isinstance(error, FileNotFoundError):
+        problem = "does not exist"
+    elif isinstance(error, IsADirectoryError):
+        problem = "is a directory, not a file"
+    elif isinstance(error, PermissionError):
+        problem = "cannot be read by this process (permission denied)"
+    else:
+        problem = f"cannot be read ({error.strerror or error})"
+    where = target.address
+    if path == _known_hosts_file(settings, options):
+        scan = f"ssh-keyscan -p {target.port} {target.host} >> {path}"
+        return (
+            f"cannot connect to {where}: the known_hosts file {path} {problem}, so the server's host key "
+            f"cannot be verified. Pass known_hosts= a readable file that lists the host, or create it with "
+            f"`{scan}` after checking the fingerprint with your administrators."
+        )
+    if path in settings.ssh_config:
+        return (
+            f"cannot connect to {where}: the ssh config file {path} {problem}. Pass ssh_config= readable "
+            "files, or ssh_config=() to read none."
+        )
+    if path in settings.cert_files:
+        return (
+            f"cannot log in to {where}: the certificate file {path} {problem}. Pass cert_file= the "
+            "certificate your site issued for the key (e.g. ~/.ssh/id_ed25519-cert.pub)."
+        )
+    fix = (
+        f"make it readable by you (it should be owned by you, mode 600: chmod 600 {path})"
+        if isinstance(error, PermissionError)
+        else "check key_file= (the private key file, e.g. ~/.ssh/id_ed25519)"
+    )
+    return (
+        f"cannot log in to {where}: the key file {path} {problem}. Fix: {fix}; or leave key_file out to "
+        "use ssh-agent and the default keys in ~/.ssh."
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncssh
 
-from slurmbatch._errors import ConnectError
+from slurmbatch._errors import ConnectionLost
 
 from ._channel import start_process, stop_process
 from ._connect import Target
@@ -36,7 +36,7 @@ async def run_command(
         stop_process(process)
         raise
     if completed.exit_status is None and completed.exit_signal is None:
-        raise ConnectError(
+        raise ConnectionLost(
             f"the connection to {target.address} was lost while {command!r} was running; it may have run partly or "
             "fully, so check its effects before running it again.",
             host=target.alias,

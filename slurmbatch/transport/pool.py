@@ -113,10 +113,10 @@ class SSHPool:
         connect_interval: float = 0.2,
         reconnect_deadline: float = 60.0,
     ) -> None:
-        _check_count("max_connections", max_connections)
-        _check_count("max_channels", max_channels)
+        self.check_limits(
+            max_connections=max_connections, max_channels=max_channels, reconnect_deadline=reconnect_deadline
+        )
         _check_seconds("connect_interval", connect_interval, zero_ok=True)
-        _check_seconds("reconnect_deadline", reconnect_deadline, zero_ok=False)
         self._settings = settings
         self._max_connections = max_connections
         self._max_channels = max_channels
@@ -143,6 +143,13 @@ class SSHPool:
         self._lost = 0
         self._refusals = 0
         self._peak = 0
+
+    @staticmethod
+    def check_limits(*, max_connections: int, max_channels: int, reconnect_deadline: float) -> None:
+        """Raise :class:`ValueError`, naming the setting, unless these bounds can make a pool."""
+        _check_count("max_connections", max_connections)
+        _check_count("max_channels", max_channels)
+        _check_seconds("reconnect_deadline", reconnect_deadline, zero_ok=False)
 
     @property
     def settings(self) -> ConnectSettings:
@@ -518,11 +525,16 @@ async def _close_connection(ssh: asyncssh.SSHClientConnection) -> None:
 
 def _check_count(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise ValueError(f"SSHPool {name} must be a whole number from 1 to 64, got {value!r}")
+        hint = (
+            " Keep it below the login node's sshd MaxSessions (OpenSSH's default is 10)."
+            if name == "max_channels"
+            else " Two or three connections are plenty; login nodes limit how many one user may open."
+        )
+        raise ValueError(f"{name} must be a whole number from 1 to 64, got {value!r}.{hint}")
 
 
 def _check_seconds(name: str, value: float, *, zero_ok: bool) -> None:
     valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not valid or value < 0 or (value == 0 and not zero_ok):
         kind = "zero or a positive" if zero_ok else "a positive"
-        raise ValueError(f"SSHPool {name} must be {kind} number of seconds, got {value!r}")
+        raise ValueError(f"{name} must be {kind} number of seconds, got {value!r}")

@@ -25,8 +25,20 @@ def _to_paths(value: object) -> tuple[str, ...]:
     if isinstance(value, (str, Path)):
         return (str(value),)
     if isinstance(value, (list, tuple)):
+        bad = [item for item in value if not isinstance(item, (str, Path))]
+        if bad:
+            raise TypeError(f"expected file paths (str or pathlib.Path), got {bad[0]!r} in {value!r}")
         return tuple(str(item) for item in value)
     raise TypeError(f"expected a path or a sequence of paths, got {type(value).__name__}: {value!r}")
+
+
+def _check_paths(_: object, attribute: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+    for path in value:
+        if not path.strip():
+            raise ValueError(
+                f"ConnectSettings.{attribute.name} holds an empty path. Name an existing file, or leave the "
+                "setting out for the default."
+            )
 
 
 def _to_optional_path(value: object) -> str | None:
@@ -36,7 +48,23 @@ def _to_optional_path(value: object) -> str | None:
 def _check_host(_: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(
-            f"ConnectSettings.{attribute.name} must be a non-empty host name or alias, got {value!r}"
+            f"ConnectSettings.{attribute.name} must be a non-empty host name or alias, got {value!r}. Give "
+            "the login node's name or address (e.g. 'login.cluster.org'), or a Host alias from your ssh config."
+        )
+    if any(char.isspace() for char in value):
+        raise ValueError(
+            f"ConnectSettings.{attribute.name} is {value!r}, which contains whitespace. Give only the host name "
+            "or alias; pass the user and port as user= and port=."
+        )
+
+
+def _check_user(_: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str) or not value.strip() or any(char.isspace() for char in value):
+        raise ValueError(
+            f"ConnectSettings.{attribute.name} must be a login name without spaces, got {value!r}. Give your "
+            "user name on the cluster, or None to take it from the ssh config (else the local user name)."
         )
 
 
@@ -45,7 +73,8 @@ def _check_port(_: object, attribute: attrs.Attribute[int | None], value: int | 
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValueError(
-            f"ConnectSettings.{attribute.name} must be a TCP port from 1 to 65535, got {value!r}"
+            f"ConnectSettings.{attribute.name} must be a TCP port from 1 to 65535, got {value!r}. Give the "
+            "login node's SSH port as a whole number, or None for the ssh config's port (else 22)."
         )
 
 
@@ -89,10 +118,10 @@ class ConnectSettings:
 
     host: str = attrs.field(validator=_check_host)
     port: int | None = attrs.field(default=None, validator=_check_port)
-    user: str | None = None
-    key_files: tuple[str, ...] = attrs.field(default=(), converter=_to_paths)
+    user: str | None = attrs.field(default=None, validator=_check_user)
+    key_files: tuple[str, ...] = attrs.field(default=(), converter=_to_paths, validator=_check_paths)
     passphrase: str | None = attrs.field(default=None, repr=False)
-    cert_files: tuple[str, ...] = attrs.field(default=(), converter=_to_paths)
+    cert_files: tuple[str, ...] = attrs.field(default=(), converter=_to_paths, validator=_check_paths)
     known_hosts: str | None = attrs.field(default=None, converter=_to_optional_path)
     verify_host_key: bool = True
     ssh_config: tuple[str, ...] = attrs.field(factory=_default_ssh_config, converter=_to_paths)

@@ -21,6 +21,7 @@ Errors are the built-in ones: `FileNotFoundError`, `PermissionError`, `FileExist
 from __future__ import annotations
 
 import errno
+import posixpath
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import cast
@@ -28,7 +29,7 @@ from typing import cast
 import anyio
 import asyncssh
 
-from slurmbatch._errors import ConnectError
+from slurmbatch._errors import ConnectionLost
 
 from ._bridge import AsyncioBridge
 from ._connect import Target
@@ -109,11 +110,39 @@ class _RemoteFiles:
         self._target = target
 
     async def write(self, path: str, data: bytes, mode: int) -> None:
-        with self._translated("write", path):
-            async with self._session.open(
-                path, "wb", attrs=asyncssh.SFTPAttrs(permissions=mode), encoding=None
-            ) as file:
-                await file.write(data)
+        try:
+            with self._translated("write", path):
+                async with self._session.open(
+                    path, "wb", attrs=asyncssh.SFTPAttrs(permissions=mode), encoding=None
+                ) as file:
+                    await file.write(data)
+        except OSError as error:
+            if type(error) is OSError and error.errno in _STORAGE_ERRNOS:
+                raise await self._storage_error(error, path) from error
+            raise
+
+    async def _storage_error(self, error: OSError, path: str) -> OSError:
+        """Say why a write failed when the server did not: OpenSSH reports a full disk as plain "Failure"."""
+        try:
+            found = await self._session.statvfs(posixpath.dirname(path) or ".")
+            free: int | None = found.bavail * found.frsize
+        except (asyncssh.Error, OSError):
+            free = None
+        fix = (
+            "Free space in the remote work directory (df -h and quota -s on the login node show it), "
+            "or pass remote_workdir= a directory with room."
+        )
+        if error.errno == errno.EDQUOT:
+            return OSError(errno.EDQUOT, f"cannot write {path}: your disk quota is exceeded. {fix}", path)
+        if error.errno == errno.ENOSPC or free == 0:
+            return OSError(
+                errno.ENOSPC, f"cannot write {path}: no space left on the remote disk. {fix}", path
+            )
+        return OSError(
+            error.errno,
+            f"{error.strerror} (the server gave no reason; the usual one is an exceeded disk quota). {fix}",
+            path,
+        )
 
     async def write_many(self, files: dict[str, bytes], mode: int) -> None:
         limit = anyio.CapacityLimiter(MAX_FILES_IN_FLIGHT)
@@ -196,7 +225,7 @@ class _RemoteFiles:
         except (asyncssh.Error, ConnectionError) as error:
             if isinstance(error, asyncssh.SFTPError) and not _is_connection_loss(error):
                 raise os_error(error, action, path) from error
-            raise ConnectError(
+            raise ConnectionLost(
                 f"the connection to {self._target.address} was lost during SFTP {action} of {path}: {error}",
                 host=self._target.alias,
                 cause=error,
@@ -233,6 +262,11 @@ def _first_error() -> Iterator[None]:
         while getattr(first, "exceptions", None):
             first = getattr(first, "exceptions")[0]  # noqa: B009
         raise first from None
+
+
+# What a failed write reports when the disk is full: plain "Failure" from OpenSSH (EIO here), or the
+# specific codes of servers that send them.
+_STORAGE_ERRNOS = frozenset({errno.EIO, errno.ENOSPC, errno.EDQUOT})
 
 
 def _is_connection_loss(error: asyncssh.SFTPError) -> bool:

@@ -19,7 +19,7 @@ from collections import deque
 import anyio
 import asyncssh
 
-from slurmbatch._errors import ConnectError
+from slurmbatch._errors import ConnectionLost
 
 from ._bridge import AsyncioBridge
 from ._connect import Target
@@ -95,7 +95,7 @@ class LineStream:
         if reader.lines:
             return reader.lines.popleft()
         if reader.error is not None or (self.exit_status is None and self.exit_signal is None):
-            raise ConnectError(
+            raise ConnectionLost(
                 f"the connection to {self._target.address} was lost while {self._command!r} was "
                 f"running{f' ({reader.error})' if reader.error else ''}",
                 host=self._target.alias,

@@ -436,3 +436,20 @@ def test_rendered_scripts_are_valid_bash() -> None:
         checked = subprocess.run(["bash", "-n"], input=text, text=True, capture_output=True, check=False)
         assert checked.returncode == 0, checked.stderr
         assert re.search(r"^#!/bin/bash\n", text)
+
+
+@pytest.mark.parametrize(
+    ("slurm_path", "login_lines"),
+    [
+        ("/usr/bin", ()),
+        ("/opt/slurm/bin", ('export PATH="$PATH":/opt/slurm/bin',)),
+        ("", ("source /etc/profile", "if module whatis slurm &> /dev/null; then module load slurm; fi")),
+    ],
+)
+def test_slurm_path_also_prepares_the_login_nodes_slurm_commands(
+    slurm_path: str, login_lines: tuple[str, ...]
+) -> None:
+    settings = session_settings(params(slurm_path=slurm_path))
+    assert settings.slurm_setup == login_lines
+    assert settings.session_kwargs()["slurm_setup"] == login_lines
+    SlurmSession(settings.host, **settings.session_kwargs())  # SlurmSession takes them as they are

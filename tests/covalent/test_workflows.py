@@ -57,6 +57,12 @@ def test_twenty_parallel_electrons_share_the_connection_pool(
     assert len(square_nodes) == ELECTRONS
     stdouts = [result.get_node_result(n)["stdout"] for n in square_nodes]
     assert all(text.count("squaring") == 2 for text in stdouts), stdouts
+    # Each task's files go once its result and output are in, while the shared session stays open.
+    jobs_dir = f"{covalent_server.slurm_section['remote_workdir']}/jobs"
+    deadline = time.monotonic() + 30
+    while (left := login_shell(slurm_cluster, f"ls {jobs_dir}").split()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == [], left
 
 
 def _nodes(result: Any, name: str) -> list[int]:

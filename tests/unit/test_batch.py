@@ -8,7 +8,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slurmbatch.slurm.batch import SbatchReply, batch_sbatch_command, parse_batch_sbatch, write_files_script
+from slurmbatch.slurm.batch import (
+    FENCED,
+    NOT_STARTED,
+    UNFINISHED,
+    WRITE_FAILED,
+    SbatchReply,
+    batch_sbatch_command,
+    fence_recovery_command,
+    fenced_script,
+    parse_batch_sbatch,
+    write_files_script,
+)
 
 FAKE_SBATCH = """#!/bin/sh
 # Refuses scripts whose name contains "bad", with a two-line message like sbatch's own.
@@ -76,3 +87,87 @@ def test_files_written_by_the_script_hold_exactly_their_bytes(tmp_path: Path, co
     for path, data in files.items():
         assert Path(path).read_bytes() == data
         assert Path(path).stat().st_mode & 0o777 == 0o600
+
+
+# ------------------------------------------------------------------------------------ fenced batches
+def fenced(tmp_path: Path, jobs: list[tuple[str, str]]) -> tuple[str, str]:
+    fence = str(tmp_path / "sb-batch.batch")
+    return fence, fenced_script(batch_sbatch_command(jobs, lanes=2, fence=fence), fence)
+
+
+def run_bash(command: str, bin_dir: Path, stdin: str = "") -> str:
+    done = subprocess.run(
+        ["bash", "-s"],
+        input=stdin or command,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+        check=True,
+    )
+    return done.stdout
+
+
+def test_a_fenced_batch_leaves_its_replies_for_a_recovery(tmp_path: Path) -> None:
+    jobs = [("sb-a", "/w/a.sh"), ("sb-bad", "/w/bad.sh"), ("sb-c", "/w/c.sh")]
+    fence, script = fenced(tmp_path, jobs)
+    first = parse_batch_sbatch(run_with_fake_sbatch(tmp_path, script))
+    recovered = run_bash(fence_recovery_command(fence), tmp_path / "bin")
+    assert UNFINISHED not in recovered and NOT_STARTED not in recovered
+    assert parse_batch_sbatch(recovered) == first
+    assert {t for t, r in first.items() if r.job_id} == {"sb-a", "sb-c"}
+
+
+def test_a_batch_runs_at_most_once(tmp_path: Path) -> None:
+    _, script = fenced(tmp_path, [("sb-a", "/w/a.sh")])
+    run_with_fake_sbatch(tmp_path, script)
+    again = run_bash(script, tmp_path / "bin")
+    assert FENCED in again and "sb-a" not in again
+    assert (tmp_path / "bin" / "counter").read_text().strip() == "101"  # sbatch ran once
+
+
+def test_a_recovery_that_comes_first_stops_the_batch_for_good(tmp_path: Path) -> None:
+    fence, script = fenced(tmp_path, [("sb-a", "/w/a.sh")])
+    bin_dir = tmp_path / "bin"
+    run_with_fake_sbatch(tmp_path, "true")  # installs the fake sbatch
+    assert NOT_STARTED in run_bash(fence_recovery_command(fence), bin_dir)
+    assert FENCED in run_bash(script, bin_dir)  # the lost command arriving late does nothing
+    assert (bin_dir / "counter").read_text().strip() == "100"
+
+
+def test_a_truncated_batch_runs_nothing(tmp_path: Path) -> None:
+    fence, script = fenced(tmp_path, [("sb-a", "/w/a.sh"), ("sb-c", "/w/c.sh")])
+    run_with_fake_sbatch(tmp_path, "true")
+    cut = script[: script.index("wait")]  # the connection dropped while the script was being sent
+    subprocess.run(["bash", "-s"], input=cut, capture_output=True, text=True, check=False)
+    assert not Path(fence).exists()
+    assert (tmp_path / "bin" / "counter").read_text().strip() == "100"
+
+
+def test_a_batch_that_never_ended_is_reported_unfinished(tmp_path: Path) -> None:
+    fence = tmp_path / "sb-x.batch"
+    fence.mkdir()
+    (fence / "replies").write_text("sb-a 0 101\n")
+    out = run_bash(fence_recovery_command(str(fence), wait_seconds=1), tmp_path)
+    assert UNFINISHED in out
+    assert parse_batch_sbatch(out)["sb-a"].job_id == "101"
+
+
+def test_a_file_that_cannot_be_written_stops_the_command_before_sbatch(tmp_path: Path) -> None:
+    good, bad = tmp_path / "a.sh", tmp_path / "missing" / "b.sh"
+    script = write_files_script({str(good): b"x", str(bad): b"y"}) + "\necho sbatch-ran"
+    done = subprocess.run(
+        ["bash", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert done.returncode == WRITE_FAILED
+    assert "sbatch-ran" not in done.stdout
+    assert f"could not write {bad} on the login node, so no job was submitted" in done.stderr
+    assert "No such file or directory" in done.stderr
+
+
+def test_a_batch_that_stops_early_still_marks_its_end(tmp_path: Path) -> None:
+    fence = str(tmp_path / "dir with space" / "sb-y.batch")
+    (tmp_path / "dir with space").mkdir()
+    script = fenced_script("echo partial; exit 75", fence)
+    subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=False)
+    out = run_bash(fence_recovery_command(fence, wait_seconds=1), tmp_path)
+    assert UNFINISHED not in out and NOT_STARTED not in out

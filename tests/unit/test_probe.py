@@ -70,3 +70,18 @@ def test_python_setting_may_carry_arguments() -> None:
     assert python_command("/usr/bin/env python3") == ["/usr/bin/env", "python3"]
     with pytest.raises(ValueError, match="python must name an interpreter"):
         python_command("  ")
+
+
+def test_an_import_error_printed_before_the_version_still_names_cloudpickle() -> None:
+    # stderr shares the pipe with stdout, so the traceback may arrive before the version line.
+    report = (
+        "Traceback (most recent call last):\n"
+        '  File "<string>", line 1, in <module>\n'
+        "ModuleNotFoundError: No module named 'cloudpickle'\n"
+        "3.11\n"
+        "exit status 1"
+    )
+    with pytest.raises(
+        RemoteEnvironmentError, match=r"not importable .*\(ModuleNotFoundError: No module named"
+    ):
+        python_check(report, python="python3", local_python="3.11", local_cloudpickle="3.1.3")

@@ -1,0 +1,62 @@
+"""Running an operation again after the connection dropped under it, until a deadline.
+
+Only for operations that are safe to repeat (reads, idempotent writes, a cancel, and a submission that
+first finds out what the lost attempt did). The pool opens the new connection, with its own jittered
+backoff; this bounds the whole outage.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+
+from ._errors import ConnectError, ConnectionLost
+
+__all__ = ["Outage", "retry_lost"]
+
+logger = logging.getLogger("slurmbatch")
+T = TypeVar("T")
+
+
+class Outage:
+    """Times one stretch of lost connections against ``deadline`` seconds."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.since: float | None = None
+        self.losses = 0
+
+    def lost(self, error: ConnectionLost, what: str) -> float:
+        """Count a loss; return the seconds to pause before trying again, or raise once past the deadline."""
+        now = anyio.current_time()
+        if self.since is None:
+            self.since = now
+        self.losses += 1
+        if now - self.since > self.deadline:
+            raise ConnectError(
+                f"{what} failed: the connection to the login node kept dropping for {now - self.since:.0f} s "
+                f"({self.losses} times), past reconnect_deadline={self.deadline:g} s. Last: {error}",
+                host=error.host,
+                cause=error,
+            ) from error
+        logger.warning("%s: connection lost (%s); trying again on a new connection", what, error)
+        return min(2.0, 0.05 * 2.0 ** min(self.losses, 6)) * random.uniform(0.5, 1.0)
+
+    def over(self) -> None:
+        """The connection works again."""
+        self.since = None
+        self.losses = 0
+
+
+async def retry_lost(operation: Callable[[], Awaitable[T]], *, deadline: float, what: str) -> T:
+    """Await ``operation()``, again after each :class:`ConnectionLost`, for up to ``deadline`` seconds."""
+    outage = Outage(deadline)
+    while True:
+        try:
+            return await operation()
+        except ConnectionLost as error:
+            await anyio.sleep(outage.lost(error, what))

@@ -1,0 +1,274 @@
+"""Real faults on the real local cluster: nothing is lost, nothing is submitted twice.
+
+Each test injects its fault while jobs are submitted and run, then checks every result, counts the jobs
+slurmctld recorded per submission (the job completion file), and looks for jobs left running. Each adds
+a row to the fault table printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import cloudpickle
+import pytest
+
+from slurmbatch import JobFailed, JobFuture, JobSpec, JobState, PayloadError, SlurmSession
+from slurmbatch.testing import ClusterSettings, LocalCluster
+
+from .conftest import login_shell, session_options
+from .fault_table import ROWS, FaultRow
+
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+JOBS = 200
+
+
+def work(i: int) -> int:
+    time.sleep(0.3)
+    return i * i
+
+
+def slow_square(i: int) -> int:
+    time.sleep(4)
+    return i * i
+
+
+def write_a_truncated_result() -> None:
+    # What a full disk or a node dying mid-write leaves behind: the first bytes of a pickle, no more.
+    result = next(arg for arg in sys.argv if "/results/" in arg)
+    with open(result + ".part", "wb") as file:
+        file.write(cloudpickle.dumps(("ok", list(range(1000))))[:40])
+    os.replace(result + ".part", result)
+    os._exit(0)
+
+
+def job_token(future: JobFuture[Any]) -> str:
+    return future.token.split(".", 1)[0]
+
+
+def recorded_jobs(cluster: ClusterSettings, futures: list[JobFuture[Any]]) -> collections.Counter[str]:
+    """How many job records slurmctld wrote per submission (job name), from the job completion file."""
+    tokens = {job_token(f) for f in futures}
+    names = login_shell(cluster, "sacct -c -n -P -X -o JobName%200 2>/dev/null").split()
+    return collections.Counter(_token_of_name(n) for n in names if _token_of_name(n) in tokens)
+
+
+def _token_of_name(job_name: str) -> str:
+    # Job names are "<function>-<token>", and tokens look like "sb-<16 hex digits>".
+    return job_name[-19:]
+
+
+async def duplicates_and_orphans(cluster: ClusterSettings, futures: list[JobFuture[Any]]) -> tuple[int, int]:
+    """Job records beyond one per future (each array task has its own), and jobs still in squeue."""
+    expected = collections.Counter(job_token(f) for f in futures)
+    for _ in range(50):  # the completion file is written as jobs end
+        recorded = recorded_jobs(cluster, futures)
+        if all(recorded[t] >= n for t, n in expected.items()):
+            break
+        await anyio.sleep(0.2)
+    duplicates = sum(max(0, recorded[t] - n) for t, n in expected.items())
+    missing = sum(max(0, n - recorded[t]) for t, n in expected.items())
+    assert missing == 0, f"{missing} job(s) never reached the job completion file"
+    tokens = set(expected)
+    live = login_shell(cluster, "squeue -h -o %200j").split()
+    orphaned = sum(1 for name in live if _token_of_name(name) in tokens)
+    return duplicates, orphaned
+
+
+async def run_through_fault(
+    session: SlurmSession,
+    inject: Callable[[], Awaitable[None]],
+    *,
+    jobs: int = JOBS,
+) -> tuple[list[JobFuture[int]], list[int], float]:
+    """Submit ``jobs`` calls of ``work`` (half concurrent submits, half a map) while ``inject`` runs;
+    return the futures, their results, and the longest time from a fault to the next working command."""
+    futures: list[JobFuture[int]] = []
+    recovery = 0.0
+
+    async def faults() -> None:
+        nonlocal recovery
+        before = session._pool.stats.connections_opened
+        started = anyio.current_time()
+        await inject()
+        # Recovered when the session has opened a connection since the fault and a command went through.
+        for _ in range(1200):
+            if session._pool.stats.connections_opened > before and session._poller.last_success >= started:
+                break
+            await anyio.sleep(0.05)
+        recovery = max(recovery, anyio.current_time() - started)
+
+    async def submit_one(i: int) -> None:
+        futures.append(await session.submit(work, (i,)))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(faults)
+        async with anyio.create_task_group() as submits:
+            for i in range(jobs // 2):
+                submits.start_soon(submit_one, i)
+        futures += await session.map(work, range(jobs // 2, jobs))
+    results = [await f for f in futures]
+    return futures, results, recovery
+
+
+def record(
+    fault: str, backend: str, futures: list[Any], results: list[Any], dup: int, orphans: int, s: float
+) -> None:
+    ROWS.append(FaultRow(fault, backend, len(futures), len(results), dup, orphans, s))
+
+
+async def test_connections_killed_repeatedly_during_a_200_job_run(
+    slurm_cluster: ClusterSettings, local_cluster: LocalCluster, anyio_backend: str
+) -> None:
+    dropped: list[int] = []
+
+    async def kill_connections() -> None:
+        for pause in (0.2, 0.8, 1.5, 2.5):
+            await anyio.sleep(pause)
+            dropped.append(await anyio.to_thread.run_sync(local_cluster.drop_ssh_connections))
+
+    options = session_options(slurm_cluster, reconnect_deadline=60)
+    async with SlurmSession("127.0.0.1", **options) as session:
+        futures, results, recovery = await run_through_fault(session, kill_connections)
+        lost = session._pool.stats.connections_lost
+    assert sum(dropped) >= 4 and lost >= 1, (dropped, lost)
+    assert sorted(results) == sorted(f * f for f in range(JOBS))
+    assert all(f.state is JobState.COMPLETED for f in futures)
+    duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, futures)
+    record("SSH connections killed 4x", anyio_backend, futures, results, duplicates, orphaned, recovery)
+    assert (duplicates, orphaned) == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_sshd_restarted_during_a_run(
+    slurm_cluster: ClusterSettings, local_cluster: LocalCluster, anyio_backend: str
+) -> None:
+    async def restart_sshd() -> None:
+        await anyio.sleep(0.5)
+        # A restart of the login node's sshd, and the connections it served gone with it.
+        await anyio.to_thread.run_sync(local_cluster.restart_daemon, f"sshd-{slurm_cluster.port}")
+        await anyio.to_thread.run_sync(local_cluster.drop_ssh_connections)
+
+    async with SlurmSession("127.0.0.1", **session_options(slurm_cluster, reconnect_deadline=60)) as session:
+        futures, results, recovery = await run_through_fault(session, restart_sshd)
+    assert sorted(results) == sorted(f * f for f in range(JOBS))
+    duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, futures)
+    record("sshd restarted", anyio_backend, futures, results, duplicates, orphaned, recovery)
+    assert (duplicates, orphaned) == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_slurmctld_restarted_during_a_run(
+    slurm_cluster: ClusterSettings, local_cluster: LocalCluster, anyio_backend: str
+) -> None:
+    async def restart_slurmctld() -> None:
+        await anyio.sleep(0.3)
+        await anyio.to_thread.run_sync(local_cluster.restart_daemon, "slurmctld")
+
+    options = session_options(slurm_cluster, reconnect_deadline=60, status_interval=(0.3, 1.0))
+    async with SlurmSession("127.0.0.1", **options) as session:
+        started = anyio.current_time()
+        futures, results, _ = await run_through_fault(session, restart_slurmctld)
+        recovery = anyio.current_time() - started  # the whole run: the controller's outage is inside it
+    assert sorted(results) == sorted(f * f for f in range(JOBS))
+    duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, futures)
+    record(
+        "slurmctld restarted (state kept)", anyio_backend, futures, results, duplicates, orphaned, recovery
+    )
+    assert (duplicates, orphaned) == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_truncated_result_file_fails_its_job_plainly_and_is_not_rerun(
+    slurm_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    async with SlurmSession("127.0.0.1", **session_options(slurm_cluster)) as session:
+        broken = await session.submit(write_a_truncated_result)
+        fine = await session.submit(work, (7,))
+        with pytest.raises(PayloadError, match=r"(?i)result.*(truncated|incomplete|damaged)") as caught:
+            await broken
+        assert broken.job_id in str(caught.value)
+        assert await fine == 49
+        sbatch_calls = session._submitter.sbatch_calls
+    assert sbatch_calls == 2  # nothing was submitted again
+    duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, [broken, fine])
+    record("result file truncated", anyio_backend, [broken, fine], [49], duplicates, orphaned, 0.0)
+    assert (duplicates, orphaned) == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_workdir_removed_under_running_and_pending_jobs(
+    slurm_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    workdir = f"{slurm_cluster.remote_workdir}/removed-{os.getpid()}"
+    options = session_options(slurm_cluster, remote_workdir=workdir, status_interval=(0.3, 1.0))
+    async with SlurmSession("127.0.0.1", **options) as session:
+        running = await session.map(slow_square, range(3))
+        held = await session.submit(work, (2,), JobSpec(options={"hold": True}))
+        await anyio.sleep(1.5)
+        started = anyio.current_time()
+        login_shell(slurm_cluster, f"rm -rf {workdir}")
+        # The session notices, recreates the directory, and says which jobs lost their files.
+        for _ in range(300):
+            if login_shell(slurm_cluster, f"test -d {workdir}/results && echo back || true").strip():
+                break
+            await anyio.sleep(0.1)
+        recovery = anyio.current_time() - started
+        login_shell(slurm_cluster, f"scontrol release {held.job_id}")
+        with anyio.fail_after(60):
+            outcomes = [await _outcome(f) for f in [*running, held]]
+        # Running jobs had read their inputs: they may still deliver. None hangs; a job that could not
+        # deliver fails with an error that says where its files went.
+        for i, outcome in enumerate(outcomes[:3]):
+            assert outcome == i * i or (isinstance(outcome, JobFailed) and "work directory" in str(outcome))
+        assert isinstance(outcomes[3], JobFailed), outcomes[3]
+        assert "was removed while the job was queued or running" in str(outcomes[3])
+        # Later jobs run: the function and the runner were uploaded again.
+        assert await (await session.submit(work, (3,))) == 9
+    futures = [*running, held]
+    results = [o for o in outcomes if not isinstance(o, Exception)]
+    duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, futures)
+    record(
+        "remote workdir removed under jobs", anyio_backend, futures, results, duplicates, orphaned, recovery
+    )
+    assert (duplicates, orphaned) == (0, 0)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_requeued_job_still_gives_its_one_result(
+    slurm_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    async with SlurmSession(
+        "127.0.0.1", **session_options(slurm_cluster, status_interval=(0.3, 1.0))
+    ) as session:
+        future = await session.submit(slow_square, (5,), JobSpec(options={"requeue": True}))
+        for _ in range(100):
+            if future.state is JobState.RUNNING:
+                break
+            await anyio.sleep(0.1)
+        # What preemption with PreemptMode=REQUEUE, or an administrator, does to a running job.
+        login_shell(slurm_cluster, f"scontrol requeue {future.job_id}")
+        # Slurm holds a requeued batch job back until its credential has expired (two minutes).
+        login_shell(slurm_cluster, f"scontrol update jobid={future.job_id} starttime=now")
+        with anyio.fail_after(120):
+            assert await future == 25
+        sbatch_calls = session._submitter.sbatch_calls
+    assert sbatch_calls == 1
+    live = login_shell(slurm_cluster, "squeue -h -o %i").split()
+    assert future.job_id not in live
+    ROWS.append(FaultRow("job requeued while running", anyio_backend, 1, 1, 0, 0, 0.0))
+
+
+async def _outcome(future: JobFuture[Any]) -> Any:
+    try:
+        return await future
+    except Exception as exc:
+        return exc
