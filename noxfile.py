@@ -58,9 +58,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Submission throughput benchmarks (``-- --full`` for the long run)."""
-    _install(session, "dev")
-    session.run("python", "-m", "benchmarks", *session.posargs)
+    """Submission throughput side by side with the alternatives (``-- --full`` for the long run).
+
+    The single-purpose scripts stay runnable on their own: ``python -m benchmarks`` (core submit),
+    ``python -m benchmarks.throughput``, ``python -m benchmarks.latency``, ``python -m benchmarks.covalent_workflow``.
+    """
+    _install(session, "dev,covalent")
+    session.run("python", "-m", "benchmarks.compare", *session.posargs)
 
 
 @nox.session

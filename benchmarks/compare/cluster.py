@@ -1,0 +1,57 @@
+"""The benchmark's own local cluster, and the scheduler commands the harness runs there itself.
+
+The harness runs them as root on this machine (the login node), not over SSH, so they never show up
+in the sshd log it counts; their RPCs come from root, not from the job user whose RPCs it counts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
+
+# Its own state directory: starting, reusing or stopping it never touches another cluster.
+DEFAULT_STATE_DIR = (
+    Path(os.environ.get("SLURMBATCH_TEST_CLUSTER_ROOT", "/var/lib/slurmbatch/bench")) / "compare"
+)
+OPTIONS = ClusterOptions()  # 2 nodes advertising 16 CPUs each, sshd MaxSessions 10, MaxStartups 10:30:100
+WORKDIR_PREFIX = "compare-"
+
+
+def start(state_dir: Path) -> ClusterSettings:
+    return LocalCluster(state_dir, OPTIONS).up()
+
+
+def slurm(cluster: ClusterSettings, *argv: str, timeout: float = 60) -> str:
+    """Run a Slurm command against this cluster; its standard output."""
+    env = dict(os.environ, SLURM_CONF=cluster.slurm_conf)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return done.stdout
+
+
+def drain(cluster: ClusterSettings, timeout: float = 90) -> bool:
+    """Cancel every job of the job user and wait until the queue has none: the next run starts idle."""
+    slurm(cluster, "scancel", "--user", cluster.user)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not slurm(cluster, "squeue", "-h", "--user", cluster.user, "-o", "%i").strip():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def workdir(cluster: ClusterSettings, name: str) -> str:
+    return f"/home/{cluster.user}/{WORKDIR_PREFIX}{name}"
+
+
+def remove_workdirs(cluster: ClusterSettings) -> None:
+    """Remove what the contenders left in the job user's home (same machine, so no SSH)."""
+    home = Path(f"/home/{cluster.user}")
+    for path in home.glob(f"{WORKDIR_PREFIX}*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in Path("/tmp").glob("compare-csp-*"):
+        shutil.rmtree(path, ignore_errors=True)
