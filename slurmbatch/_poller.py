@@ -31,7 +31,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import JobFailed, RemoteEnvironmentError
+from ._errors import JobFailed, JobOutOfMemory, RemoteEnvironmentError, SubmissionError
 from ._journal import Journal
 from ._remote_layout import RemoteLayout
 from ._watcher import ResultWatcher
@@ -60,6 +60,7 @@ class _Ended:
 
     status: JobStatus
     settle_at: float
+    seen: int = 1  # status queries in a row that called it ended
 
 
 class Poller:
@@ -103,6 +104,8 @@ class Poller:
         self._slurm_setup = slurm_setup
         self._restore_workdir = restore_workdir
         self._journal = journal
+        # Pending jobs squeue says will never start (e.g. over their partition's time limit), by token.
+        self._never_start: dict[str, JobStatus] = {}
         # Tokens of jobs that were live when the work directory was found removed: their files are gone.
         self._files_lost: set[str] = set()
         self._check_min, self._check_max = check_interval
@@ -144,6 +147,8 @@ class Poller:
         self.collections = 0
         #: When a remote command of the loop last succeeded (anyio clock).
         self.last_success = 0.0
+        #: When the scheduler last answered a status query (anyio clock).
+        self.last_answer = 0.0
 
     # ----------------------------------------------------------------------------------- tracking
     def track(self, future: JobFuture[Any]) -> None:
@@ -346,8 +351,11 @@ class Poller:
             logger.info("the scheduler did not answer a status query; asking again shortly")
             self._status_due = anyio.current_time() + self._status_min
         elif asked:
+            self.last_answer = anyio.current_time()
             # Only jobs that were live when the command was built: newer ones were not asked about.
             self._apply_statuses(self._parse_status(status_text), asked)
+            if self._never_start:
+                await self._cancel_never_starting()
 
     def _status_command(self, job_ids: set[str]) -> tuple[str, int]:
         """The shell command that asks the scheduler about ``job_ids``, and the RPCs it costs."""
@@ -369,6 +377,25 @@ class Poller:
             parts.append(f"echo @@sacct; {sacct} 2>/dev/null || echo {_NO_ANSWER}")
         return self._slurm_setup + "; ".join(parts), len(parts)
 
+    async def _cancel_never_starting(self) -> None:
+        """Cancel pending jobs that can never start, and fail their futures saying why."""
+        doomed = [(self._live[t], s) for t, s in self._never_start.items() if t in self._live]
+        self._never_start.clear()
+        if not doomed:
+            return
+        ids = " ".join(shlex.quote(f.job_id) for f, _ in doomed)
+        await self._pool.run(f"{self._slurm_setup}scancel {ids}")
+        for future, status in doomed:
+            hint = _NEVER_STARTS_HINTS.get(status.reason, "Change the JobSpec options that Slurm names.")
+            self.resolve(
+                future,
+                exc=SubmissionError(
+                    f"Slurm accepted job {future.job_id} but will never start it ({status.reason}), so it was "
+                    f"cancelled. {hint}"
+                ),
+                state=JobState.CANCELLED,
+            )
+
     def _parse_status(self, text: str) -> dict[str, JobStatus]:
         squeue_text, _, sacct_text = text.partition("@@sacct\n")
         statuses = parse_squeue(squeue_text)
@@ -385,19 +412,29 @@ class Poller:
             status = statuses.get(job_id)
             if status is None:
                 if job_id in self._vanished:
-                    self._ended.setdefault(future.token, _Ended(_forgotten(future), settle_at))
+                    self._note_ended(future, _forgotten(future), settle_at)
                 else:
                     self._vanished.add(job_id)
                     self._status_due = 0.0  # ask sacct right away
                 continue
             self._vanished.discard(job_id)
+            if status.never_starts:
+                self._never_start[future.token] = status
             if status.state != future.state:
                 logger.debug("job %s: %s -> %s", job_id, future.state.name, status.state.name)
             future._set_state(status.state)
             if status.is_terminal:
-                self._ended.setdefault(future.token, _Ended(status, settle_at))
+                self._note_ended(future, status, settle_at)
             else:
                 self._ended.pop(future.token, None)  # requeued
+
+    def _note_ended(self, future: JobFuture[Any], status: JobStatus, settle_at: float) -> None:
+        ended = self._ended.get(future.token)
+        if ended is None:
+            self._ended[future.token] = _Ended(status, settle_at)
+        else:
+            ended.seen += 1
+            ended.status = status
 
     # ----------------------------------------------------------------------------------- outcomes
     async def _collect(self, finished: list[JobFuture[Any]]) -> None:
@@ -470,7 +507,14 @@ class Poller:
             for path, data in contents.items()
             if path in stderrs and data
         }
-        self._fail_ended([(f, e.status) for f, e in due if not f.done()], tails)
+        unconfirmed = [(f, e) for f, e in due if not f.done() and e.seen < 2]
+        if unconfirmed:
+            # Called ended once, and no result: ask once more before failing it. A job being requeued
+            # (by an administrator, preemption or a node failure) may look ended for a moment.
+            self._status_due = 0.0
+            for future, ended in unconfirmed:
+                self._ended[future.token] = attrs.evolve(ended, settle_at=now + _ENDED_GRACE)
+        self._fail_ended([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
 
     def _files_lost_error(self, future: JobFuture[Any], status: JobStatus, detail: str) -> JobFailed:
         return JobFailed(
@@ -501,7 +545,21 @@ class Poller:
                 )
             else:
                 exc = failure_for(status, job_id=future.job_id, stderr_tail=tail)
-            self.resolve(future, exc=exc, state=status.state)
+            self.resolve(
+                future,
+                exc=exc,
+                state=JobState.OUT_OF_MEMORY if isinstance(exc, JobOutOfMemory) else status.state,
+            )
+
+
+_NEVER_STARTS_HINTS = {
+    "PartitionTimeLimit": "Its time limit (--time) is over its partition's: lower it, or choose another partition.",
+    "PartitionNodeLimit": "It asks for more nodes than its partition allows: ask for fewer, or choose another.",
+    "BadConstraints": "No node satisfies its constraints (--constraint, --mem, --cpus-per-task...): relax them.",
+    "InvalidAccount": "Its account is not valid for you: check --account (sacctmgr show assoc user=$USER).",
+    "InvalidQOS": "Its QOS is not valid for you: check --qos.",
+    "DependencyNeverSatisfied": "A job it depends on ended in a way that cannot satisfy the dependency.",
+}
 
 
 def _forgotten(future: JobFuture[Any]) -> JobStatus:

@@ -20,6 +20,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from . import _probe
+from ._batched_reads import BatchedReader
 from ._errors import ConnectionLost, JobCancelled, SessionClosedError, SubmissionError
 from ._journal import Journal, default_journal_path
 from ._poller import Poller
@@ -201,6 +202,7 @@ class SlurmSession:
         self._poller: Poller
         self._submitter: Submitter
         self._tg: anyio.abc.TaskGroup
+        self._reader: BatchedReader
         self.max_array_size = 1001
 
     # ------------------------------------------------------------------------------- lifecycle
@@ -280,6 +282,7 @@ class SlurmSession:
         await self._tg.__aenter__()
         await self._tg.start(self._watch_jobs)
         await self._tg.start(self._submitter.run)
+        self._reader = BatchedReader(self._read_files, self._tg)
         if self._cleanup:
             self._tg.start_soon(self._remove_released)
         logger.info("session open on %s, work directory %s", self.settings.host, facts.workdir)
@@ -627,16 +630,15 @@ class SlurmSession:
     async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
         self._require_open(allow_closing=True)
         path = self._layout.stdout(future.token) if stream == "stdout" else self._layout.stderr(future.token)
+        data = await self._reader.read(path)
+        return "" if data is None else data.decode(errors="replace")
 
+    async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
         async def read() -> dict[str, bytes | None]:
             async with self._pool.sftp() as sftp:
-                return await sftp.get_many([path])
+                return await sftp.get_many(paths)
 
-        found = await retry_lost(
-            read, deadline=self._reconnect_deadline, what=f"reading the {stream} of a job"
-        )
-        data = found.get(path)
-        return "" if data is None else data.decode(errors="replace")
+        return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
 
     def release(self, futures: Iterable[JobFuture[Any]]) -> None:
         """Let the remote files of these finished jobs go now, instead of when the session ends.

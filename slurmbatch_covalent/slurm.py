@@ -250,8 +250,17 @@ def _config_section() -> dict[str, Any]:
 
 
 async def _job_output(future: JobFuture[Any]) -> tuple[str, str]:
+    texts = {"stdout": "", "stderr": ""}
+
+    async def read(stream: str) -> None:
+        texts[stream] = await (future.stdout() if stream == "stdout" else future.stderr())
+
     try:
-        return await future.stdout(), await future.stderr()
+        # Together: the session reads files asked for at the same time over one SFTP session.
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, "stdout")
+            tg.start_soon(read, "stderr")
+        return texts["stdout"], texts["stderr"]
     except Exception as exc:  # the outcome matters more than its logs
         logger.warning("could not read the output of Slurm job %s: %s", future.job_id, exc)
         return "", ""

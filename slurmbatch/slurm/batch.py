@@ -21,10 +21,13 @@ _CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out on s
 
 # Bash builtins only, apart from sbatch itself: on a login node, process starts are what costs. With a
 # fence, each reply is also appended to the fence's replies file (one short line: an atomic append).
+# sbatch's answer goes through a file per lane rather than $(...): a command substitution forks a subshell
+# per job, and on a busy login node every process start counts.
 def _submit_function(replies: str | None) -> str:
     keep = f" printf '%s\\n' \"$line\" >> {replies};" if replies else ""
     return (
-        'sb_submit() { local out rc line; out=$(sbatch --parsable "$2" 2>&1); rc=$?; '
+        'sb_submit() { local out rc line; sbatch --parsable "$2" > "$sb_out" 2>&1; rc=$?; '
+        "IFS= read -r -d '' out < \"$sb_out\"; out=${out%$'\\n'}; "
         "printf -v line '%s %s %s' \"$1\" \"$rc\" \"${out//$'\\n'/$'\\036'}\";"
         f"{keep} printf '%s\\n' \"$line\"; }}"
     )
@@ -65,10 +68,13 @@ def batch_sbatch_command(jobs: Sequence[tuple[str, str]], *, lanes: int = 8, fen
         raise ValueError("batch_sbatch_command needs at least one job")
     lanes = max(1, min(lanes, len(jobs)))
     parts = [_submit_function(shlex.quote(f"{fence}/replies") if fence else None)]
+    # Each lane's answer file lives in a private temporary directory, removed when every lane is done.
+    parts.append("sb_tmp=$(mktemp -d) || exit 75")
     for lane in range(lanes):
         calls = "; ".join(f"sb_submit {shlex.quote(t)} {shlex.quote(p)}" for t, p in jobs[lane::lanes])
-        parts.append(f"( {calls} ) &")
+        parts.append(f'( sb_out="$sb_tmp/{lane}"; {calls} ) &')
     parts.append("wait")
+    parts.append('rm -rf -- "$sb_tmp"')
     return "\n".join(parts)
 
 

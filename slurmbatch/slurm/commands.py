@@ -20,13 +20,14 @@ __all__ = [
     "squeue_argv",
 ]
 
-SQUEUE_FORMAT = "JobArrayID:64,State:24,exit_code:12"
-"""squeue's ``--Format``: job id (``123`` or ``123_4``), state, and raw wait status, in padded columns.
+SQUEUE_FORMAT = "JobArrayID:64|,State:24|,exit_code:12|,Reason:200"
+"""squeue's ``--Format``: job id (``123`` or ``123_4``), state, raw wait status and the reason a job
+waits, in padded columns each ended by ``|`` (a field's suffix).
 
 ``JobArrayID`` rather than ``JobID``: for an array task, ``JobID`` prints the task's own numeric id
 (``125``) where ``JobArrayID`` prints ``123_2``, the id we submitted and track. ``exit_code`` exists only
-in ``--Format``, so the columns are fixed-width and split on whitespace; no value comes close to its width,
-and none of these fields ever contains a space.
+in ``--Format``. The ``|`` suffixes split the columns: a reason may contain spaces
+(``(ReqNodeNotAvail, UnavailableNodes:n1)``).
 """
 
 _JOB_ID = re.compile(r"\d+(?:_\d+)?")

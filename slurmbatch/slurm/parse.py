@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+import attrs
+
 from slurmbatch._errors import SubmissionError
 from slurmbatch.slurm.states import JobState, JobStatus
 
@@ -76,10 +78,13 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
         fields = _split_columns(line)
         if len(fields) < 2:
             continue
+        reason = ""
+        if "|" in line and len(fields) >= 4:  # the reason column, which may hold spaces
+            fields, reason = fields[:3], "|".join(fields[3:]).strip()
         raw_state, wait_status = " ".join(fields[1:]), None
         if len(fields) >= 3 and _INTEGER.fullmatch(fields[-1]):
             raw_state, wait_status = " ".join(fields[1:-1]), int(fields[-1])
-        status = _from_wait_status(raw_state, wait_status)
+        status = attrs.evolve(_from_wait_status(raw_state, wait_status), reason=reason)
         for job_id in expand_job_id(fields[0]):
             statuses[job_id] = status
     return statuses

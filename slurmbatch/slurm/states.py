@@ -120,6 +120,26 @@ _COMPACT = {
 }
 
 
+NEVER_STARTS = frozenset(
+    {
+        "PartitionTimeLimit",
+        "PartitionNodeLimit",
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+        "DependencyNeverSatisfied",
+        "QOSMaxWallDurationPerJobLimit",
+        "AssocMaxWallDurationPerJobLimit",
+        "QOSMaxNodePerJobLimit",
+        "QOSMaxCpuPerJobLimit",
+        "QOSMaxMemoryPerJob",
+        "AssocMaxNodesPerJobLimit",
+        "AssocMaxCpuPerJobLimit",
+    }
+)
+"""squeue reasons of pending jobs that waiting never clears (only an administrator's change would)."""
+
+
 @attrs.frozen
 class JobStatus:
     """What Slurm says about one job (or one array task).
@@ -129,12 +149,20 @@ class JobStatus:
         exit_code: the batch script's exit code, or ``None`` if Slurm did not report one.
         signal: the signal that ended the batch script (0 if none), or ``None`` if not reported.
         raw_state: the state exactly as Slurm printed it, e.g. ``"CANCELLED by 1000"``.
+        reason: why a pending job waits (squeue's reason), e.g. ``"Resources"``; ``""`` if not reported.
     """
 
     state: JobState
     exit_code: int | None = None
     signal: int | None = None
     raw_state: str = ""
+    reason: str = ""
+
+    @property
+    def never_starts(self) -> bool:
+        """True for a pending job whose reason waiting does not clear: it asks for more than its
+        partition, account or QOS allows, or depends on a job that can no longer satisfy it."""
+        return self.state is JobState.PENDING and self.reason in NEVER_STARTS
 
     @property
     def is_terminal(self) -> bool:
@@ -182,7 +210,13 @@ def failure_for(status: JobStatus, *, job_id: str, stderr_tail: str = "") -> Job
     CANCELLED :class:`~slurmbatch.JobCancelled`, PREEMPTED :class:`~slurmbatch.JobPreempted`, NODE_FAIL
     :class:`~slurmbatch.JobNodeFailure`, and every other state :class:`~slurmbatch.JobFailed`. The error
     is returned, not raised. *stderr_tail* is the end of the job's standard error, shown with the error.
+
+    Clusters that enforce memory by sampling it (``JobAcctGatherParams=OverMemoryKill``, no cgroups) end
+    such jobs FAILED or CANCELLED, and slurmstepd says why on the job's stderr: that too gives
+    :class:`~slurmbatch.JobOutOfMemory`.
     """
+    if status.state in (JobState.FAILED, JobState.CANCELLED) and any(s in stderr_tail for s in _MEMORY_KILL):
+        status = attrs.evolve(status, state=JobState.OUT_OF_MEMORY)
     what = _WHAT_HAPPENED.get(status.state, "ended")
     state = status.raw_state.strip() or status.state.value
     parts = [f"state {state}"]
@@ -203,6 +237,10 @@ def failure_for(status: JobStatus, *, job_id: str, stderr_tail: str = "") -> Job
         signal=status.signal,
         stderr_tail=stderr_tail,
     )
+
+
+# What slurmstepd writes to a job's stderr when it kills the job for its memory use.
+_MEMORY_KILL = ("Exceeded job memory limit", "exceeded memory limit", "oom-kill event", "oom_kill event")
 
 
 def _signal_name(number: int) -> str:

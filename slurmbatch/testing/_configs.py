@@ -23,6 +23,9 @@ class ClusterOptions:
     max_array_size: int = attrs.field(default=1001, validator=attrs.validators.ge(1))
     min_job_age: int = attrs.field(default=300, validator=attrs.validators.ge(2))
     slurmdbd: bool = False
+    #: Kill jobs that use more memory than they asked for (RSS sampled every second from /proc, since
+    #: containers have no usable cgroups): such jobs end OUT_OF_MEMORY.
+    enforce_memory: bool = False
 
 
 def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str) -> str:
@@ -48,7 +51,15 @@ def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str)
         # No usable cgroups in containers: track processes by parent pid, no task confinement.
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
-        "JobAcctGatherType=jobacct_gather/none",
+        *(
+            [
+                "JobAcctGatherType=jobacct_gather/linux",
+                "JobAcctGatherParams=OverMemoryKill",
+                "JobAcctGatherFrequency=1",
+            ]
+            if options.enforce_memory
+            else ["JobAcctGatherType=jobacct_gather/none"]
+        ),
         "MpiDefault=none",
         "SwitchType=switch/none",
         "ReturnToService=2",

@@ -440,11 +440,6 @@ def short_partition(slurm_cluster: ClusterSettings) -> Iterator[str]:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job over its partition's time limit stays PENDING (PartitionTimeLimit) where the cluster does "
-    "not set EnforcePartLimits; the status loop does not report such jobs yet",
-)
 async def test_time_limit_over_the_partitions(short_partition: str, session_kwargs: dict[str, Any]) -> None:
     spec = JobSpec(options={"partition": short_partition, "time": "00:10:00"})
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:

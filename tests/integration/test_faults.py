@@ -8,18 +8,21 @@ a row to the fault table printed at the end of the run.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import JobFailed, JobFuture, JobSpec, JobState, PayloadError, SlurmSession
-from slurmbatch.testing import ClusterSettings, LocalCluster
+from slurmbatch import JobFailed, JobFuture, JobOutOfMemory, JobSpec, JobState, PayloadError, SlurmSession
+from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
+from slurmbatch.testing.pytest_plugin import TEST_STATE_ROOT
 
 from .conftest import login_shell, session_options
 from .fault_table import ROWS, FaultRow
@@ -48,6 +51,25 @@ def write_a_truncated_result() -> None:
         file.write(cloudpickle.dumps(("ok", list(range(1000))))[:40])
     os.replace(result + ".part", result)
     os._exit(0)
+
+
+def hog_memory(megabytes: int) -> int:
+    import time
+
+    blocks = [bytearray(megabytes * 2**20)]
+    blocks[0][:: 2**12] = b"x" * len(blocks[0][:: 2**12])  # touch every page: it must be resident
+    time.sleep(10)  # the node samples memory use every second
+    return len(blocks)
+
+
+@pytest.fixture(scope="module")
+def memory_cluster() -> Iterator[ClusterSettings]:
+    """A one-node cluster that kills jobs using more memory than they asked for."""
+    cluster = LocalCluster(
+        TEST_STATE_ROOT / "test-cluster-memory", ClusterOptions(nodes=1, enforce_memory=True, min_job_age=10)
+    )
+    yield cluster.up()
+    cluster.down()
 
 
 def job_token(future: JobFuture[Any]) -> str:
@@ -86,37 +108,43 @@ async def duplicates_and_orphans(cluster: ClusterSettings, futures: list[JobFutu
 async def run_through_fault(
     session: SlurmSession,
     inject: Callable[[], Awaitable[None]],
+    recovered: Callable[[float], bool],
     *,
     jobs: int = JOBS,
 ) -> tuple[list[JobFuture[int]], list[int], float]:
     """Submit ``jobs`` calls of ``work`` (half concurrent submits, half a map) while ``inject`` runs;
-    return the futures, their results, and the longest time from a fault to the next working command."""
+    return the futures, their results, and the seconds from the fault until ``recovered(fault_time)``."""
     futures: list[JobFuture[int]] = []
-    recovery = 0.0
+    recovery = math.nan
 
-    async def faults() -> None:
+    async def fault() -> None:
         nonlocal recovery
-        before = session._pool.stats.connections_opened
-        started = anyio.current_time()
         await inject()
-        # Recovered when the session has opened a connection since the fault and a command went through.
-        for _ in range(1200):
-            if session._pool.stats.connections_opened > before and session._poller.last_success >= started:
-                break
+        at = anyio.current_time()
+        for _ in range(2400):
+            if recovered(at):
+                recovery = anyio.current_time() - at
+                return
             await anyio.sleep(0.05)
-        recovery = max(recovery, anyio.current_time() - started)
+        raise AssertionError("the session did not recover within 120 s of the fault")
 
     async def submit_one(i: int) -> None:
         futures.append(await session.submit(work, (i,)))
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(faults)
+        tg.start_soon(fault)
         async with anyio.create_task_group() as submits:
             for i in range(jobs // 2):
                 submits.start_soon(submit_one, i)
         futures += await session.map(work, range(jobs // 2, jobs))
     results = [await f for f in futures]
     return futures, results, recovery
+
+
+def reconnected(session: SlurmSession) -> Callable[[float], bool]:
+    """Recovered: a connection opened after the fault has carried a command of the status loop."""
+    opened = session._pool.stats.connections_opened
+    return lambda at: session._pool.stats.connections_opened > opened and session._poller.last_success > at
 
 
 def record(
@@ -137,7 +165,7 @@ async def test_connections_killed_repeatedly_during_a_200_job_run(
 
     options = session_options(slurm_cluster, reconnect_deadline=60)
     async with SlurmSession("127.0.0.1", **options) as session:
-        futures, results, recovery = await run_through_fault(session, kill_connections)
+        futures, results, recovery = await run_through_fault(session, kill_connections, reconnected(session))
         lost = session._pool.stats.connections_lost
     assert sum(dropped) >= 4 and lost >= 1, (dropped, lost)
     assert sorted(results) == sorted(f * f for f in range(JOBS))
@@ -153,12 +181,13 @@ async def test_sshd_restarted_during_a_run(
 ) -> None:
     async def restart_sshd() -> None:
         await anyio.sleep(0.5)
-        # A restart of the login node's sshd, and the connections it served gone with it.
+        # The login node's sshd restarted, and the connections it served gone with it (a reboot).
+        dropped = await anyio.to_thread.run_sync(local_cluster.drop_ssh_connections)
         await anyio.to_thread.run_sync(local_cluster.restart_daemon, f"sshd-{slurm_cluster.port}")
-        await anyio.to_thread.run_sync(local_cluster.drop_ssh_connections)
+        assert dropped >= 1
 
     async with SlurmSession("127.0.0.1", **session_options(slurm_cluster, reconnect_deadline=60)) as session:
-        futures, results, recovery = await run_through_fault(session, restart_sshd)
+        futures, results, recovery = await run_through_fault(session, restart_sshd, reconnected(session))
     assert sorted(results) == sorted(f * f for f in range(JOBS))
     duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, futures)
     record("sshd restarted", anyio_backend, futures, results, duplicates, orphaned, recovery)
@@ -175,9 +204,10 @@ async def test_slurmctld_restarted_during_a_run(
 
     options = session_options(slurm_cluster, reconnect_deadline=60, status_interval=(0.3, 1.0))
     async with SlurmSession("127.0.0.1", **options) as session:
-        started = anyio.current_time()
-        futures, results, _ = await run_through_fault(session, restart_slurmctld)
-        recovery = anyio.current_time() - started  # the whole run: the controller's outage is inside it
+        # Recovered: the scheduler answered a status query again.
+        futures, results, recovery = await run_through_fault(
+            session, restart_slurmctld, lambda at: session._poller.last_answer > at
+        )
     assert sorted(results) == sorted(f * f for f in range(JOBS))
     duplicates, orphaned = await duplicates_and_orphans(slurm_cluster, futures)
     record(
@@ -256,7 +286,13 @@ async def test_a_requeued_job_still_gives_its_one_result(
             await anyio.sleep(0.1)
         # What preemption with PreemptMode=REQUEUE, or an administrator, does to a running job.
         login_shell(slurm_cluster, f"scontrol requeue {future.job_id}")
-        # Slurm holds a requeued batch job back until its credential has expired (two minutes).
+        # Slurm holds a requeued batch job back until its credential has expired (two minutes). Once
+        # the first run has been cleaned up on its node, let it start again at once.
+        for _ in range(100):
+            if login_shell(slurm_cluster, f"squeue -h -j {future.job_id} -o %T").strip() == "PENDING":
+                break
+            await anyio.sleep(0.1)
+        await anyio.sleep(2)
         login_shell(slurm_cluster, f"scontrol update jobid={future.job_id} starttime=now")
         with anyio.fail_after(120):
             assert await future == 25
@@ -272,3 +308,58 @@ async def _outcome(future: JobFuture[Any]) -> Any:
         return await future
     except Exception as exc:
         return exc
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_job_over_its_memory_is_killed_and_says_so(
+    memory_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    async with SlurmSession("127.0.0.1", **session_options(memory_cluster)) as session:
+        greedy = await session.submit(hog_memory, (400,), JobSpec(options={"mem": "100M"}))
+        modest = await session.submit(work, (4,), JobSpec(options={"mem": "200M"}))
+        with anyio.fail_after(120), pytest.raises(JobOutOfMemory, match="Ask for more memory") as caught:
+            await greedy
+        assert "Exceeded job memory limit" in caught.value.stderr_tail
+        assert greedy.state is JobState.OUT_OF_MEMORY
+        assert await modest == 16
+    ROWS.append(FaultRow("job over its memory (JobOutOfMemory)", anyio_backend, 2, 1, 0, 0, 0.0))
+
+
+def identity(i: int) -> int:
+    return i
+
+
+def resident_megabytes() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_5000_jobs_through_one_session_in_bounded_memory(
+    slurm_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    peak = before = resident_megabytes()
+
+    async def sample() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, resident_megabytes())
+            await anyio.sleep(0.5)
+
+    options = session_options(slurm_cluster, max_connections=1)
+    async with SlurmSession("127.0.0.1", **options) as session, anyio.create_task_group() as tg:
+        tg.start_soon(sample)
+        started = anyio.current_time()
+        futures = await session.map(identity, range(5000))
+        results = [await f for f in futures]
+        elapsed = anyio.current_time() - started
+        tg.cancel_scope.cancel()
+    assert results == list(range(5000))
+    growth = peak - before
+    print(f"5000 jobs in {elapsed:.0f} s; client resident memory grew {growth:.0f} MB at most")
+    assert growth < 150, f"the client grew by {growth:.0f} MB for 5000 jobs"
+    ROWS.append(
+        FaultRow("load: 5000 jobs, one session, one connection", anyio_backend, 5000, 5000, 0, 0, 0.0)
+    )

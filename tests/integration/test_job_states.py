@@ -14,6 +14,7 @@ from slurmbatch import JobCancelled, JobFailed, JobNodeFailure, JobSpec, JobStat
 from slurmbatch.testing import ClusterSettings
 
 from .conftest import login_shell, session_options
+from .fault_table import ROWS, FaultRow
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -42,7 +43,7 @@ async def wait_running(futures: list[Any]) -> None:
     raise AssertionError(f"jobs did not all start: {futures}")
 
 
-async def test_end_states_map_to_typed_errors(cluster: ClusterSettings) -> None:
+async def test_end_states_map_to_typed_errors(cluster: ClusterSettings, anyio_backend: str) -> None:
     async with SlurmSession("127.0.0.1", **session_options(cluster)) as session:
         # On node1: taking node2 down below would requeue it and restart its clock.
         timeout = await session.submit(
@@ -89,6 +90,9 @@ async def test_end_states_map_to_typed_errors(cluster: ClusterSettings) -> None:
                 await timeout
         assert timed_out.value.state == "TIMEOUT"
         assert timeout.state is JobState.TIMEOUT
+    accounting = "slurmdbd" if cluster.slurmdbd else "job completion file"
+    for fault in ("job over its time limit (JobTimeout)", "node lost under a job (JobNodeFailure)"):
+        ROWS.append(FaultRow(f"{fault}, {accounting}", anyio_backend, 1, 0, 0, 0, 0.0))
 
 
 async def test_end_state_of_a_job_purged_from_squeue(cluster: ClusterSettings) -> None:

@@ -33,7 +33,7 @@ def test_squeue_argv() -> None:
         "--jobs=12,13_4",
         f"--Format={SQUEUE_FORMAT}",
     ]
-    assert SQUEUE_FORMAT == "JobArrayID:64,State:24,exit_code:12"
+    assert SQUEUE_FORMAT == "JobArrayID:64|,State:24|,exit_code:12|,Reason:200"
 
 
 def test_sacct_argv() -> None:

@@ -221,3 +221,17 @@ Slurmctld(primary) at localhost is UP
 def test_is_invalid_job_id_error() -> None:
     assert is_invalid_job_id_error("slurm_load_jobs error: Invalid job id specified\n")
     assert not is_invalid_job_id_error("slurm_load_jobs error: Socket timed out on send/recv operation")
+
+
+def test_squeue_reasons_with_spaces_and_the_ones_that_never_clear() -> None:
+    # As SQUEUE_FORMAT prints it: padded columns, each ended by "|", the reason last and padded.
+    text = (
+        f"{'7':<64}|{'PENDING':<24}|{'0':<12}|{'PartitionTimeLimit':<200}\n"
+        f"{'8_[0-2]':<64}|{'PENDING':<24}|{'0':<12}|{'(ReqNodeNotAvail, UnavailableNodes:n1)':<200}\n"
+        f"{'9':<64}|{'RUNNING':<24}|{'0':<12}|{'None':<200}\n"
+    )
+    statuses = parse_squeue(text)
+    assert statuses["7"].reason == "PartitionTimeLimit" and statuses["7"].never_starts
+    assert statuses["8_1"].reason == "(ReqNodeNotAvail, UnavailableNodes:n1)"
+    assert not statuses["8_1"].never_starts  # a node may come back
+    assert statuses["9"].state is JobState.RUNNING and not statuses["9"].never_starts

@@ -91,3 +91,17 @@ def test_failure_message_without_exit_code() -> None:
 def test_unknown_signal_numbers_are_shown_as_numbers() -> None:
     error = failure_for(JobStatus(JobState.OUT_OF_MEMORY, 0, 125, "OUT_OF_MEMORY"), job_id="9")
     assert "signal 125)" in str(error)
+
+
+@pytest.mark.parametrize("state", [JobState.FAILED, JobState.CANCELLED])
+def test_a_job_killed_for_its_memory_without_cgroups_is_out_of_memory(state: JobState) -> None:
+    # What slurmstepd writes when JobAcctGatherParams=OverMemoryKill kills a job (no cgroup OOM event).
+    tail = (
+        "slurmstepd-node1: error: StepId=3.batch exceeded memory limit (439123968 > 104857600), being killed\n"
+        "slurmstepd-node1: error: Exceeded job memory limit"
+    )
+    error = failure_for(JobStatus(state, 0, 9, state.value), job_id="3", stderr_tail=tail)
+    assert isinstance(error, JobOutOfMemory)
+    assert "Ask for more memory" in str(error)
+    plain = failure_for(JobStatus(state, 0, 9, state.value), job_id="3", stderr_tail="Traceback ...")
+    assert not isinstance(plain, JobOutOfMemory)
