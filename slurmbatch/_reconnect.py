@@ -16,7 +16,7 @@ import anyio
 
 from ._errors import ConnectError, ConnectionLost
 
-__all__ = ["Outage", "retry_lost"]
+__all__ = ["Outage", "retry_lost", "sole_error"]
 
 logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
@@ -50,6 +50,16 @@ class Outage:
         """The connection works again."""
         self.since = None
         self.losses = 0
+
+
+def sole_error(error: BaseException) -> BaseException:
+    """The one error inside (nested) exception groups of a single member, else ``error`` itself."""
+    # Duck-typed: ExceptionGroup is a builtin only from Python 3.11 on (a backport before).
+    while True:
+        members = getattr(error, "exceptions", None)
+        if not (isinstance(members, tuple) and len(members) == 1 and isinstance(members[0], BaseException)):
+            return error
+        error = members[0]
 
 
 async def retry_lost(operation: Callable[[], Awaitable[T]], *, deadline: float, what: str) -> T:

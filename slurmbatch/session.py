@@ -25,7 +25,7 @@ from ._errors import ConnectionLost, JobCancelled, SessionClosedError, Submissio
 from ._journal import Journal, default_journal_path
 from ._poller import Poller
 from ._progress import show_progress
-from ._reconnect import Outage, retry_lost
+from ._reconnect import Outage, retry_lost, sole_error
 from ._remote_layout import RemoteLayout, new_token
 from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
@@ -345,19 +345,22 @@ class SlurmSession:
                 else:
                     started = True
                     await self._poller.run(task_status=task_status)
-            except ConnectionLost as lost:
-                # Go on where it stopped, on a new connection; a scheduler query covers the gap.
-                if outage.since is not None and self._poller.last_success > outage.since:
-                    outage.over()
-                try:
-                    pause = outage.lost(lost, "following the jobs")
-                except Exception as exc:
-                    self._poller.fail_all(exc)
-                    outage.over()
+            except Exception as raised:
+                # The loop runs a task group: its error arrives wrapped in an exception group.
+                exc = sole_error(raised)
+                if isinstance(exc, ConnectionLost):
+                    # Go on where it stopped, on a new connection; a scheduler query covers the gap.
+                    if outage.since is not None and self._poller.last_success > outage.since:
+                        outage.over()
+                    try:
+                        pause = outage.lost(exc, "following the jobs")
+                    except Exception as past_deadline:
+                        self._poller.fail_all(past_deadline)
+                        outage.over()
+                        continue
+                    self._poller.request_status()
+                    await anyio.sleep(pause)
                     continue
-                self._poller.request_status()
-                await anyio.sleep(pause)
-            except Exception as exc:
                 logger.error(
                     "the status loop failed (%s); failing the %d job(s) it watched",
                     exc,

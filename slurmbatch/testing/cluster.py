@@ -437,6 +437,16 @@ class LocalCluster:
         kill_all(connections)
         return len(connections)
 
+    def stop_daemon(self, name: str) -> None:
+        """Stop one daemon (e.g. ``"sshd-<port>"``) until :meth:`restart_daemon` starts it again."""
+        state = self._require_state()
+        daemons = self._daemons(state)
+        if name not in state["launch"]:
+            raise ClusterError(f"No daemon named {name!r}; known: {', '.join(d.name for d in daemons)}")
+        stop([d for d in daemons if d.name == name])
+        state["daemons"] = [attrs.asdict(d) for d in daemons if d.name != name]
+        self._save_state(state)
+
     def restart_daemon(self, name: str) -> None:
         """Stop and start one daemon (e.g. ``"slurmctld"`` or ``"sshd-<port>"``), keeping its state on disk."""
         state = self._require_state()

@@ -20,7 +20,16 @@ import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import JobFailed, JobFuture, JobOutOfMemory, JobSpec, JobState, PayloadError, SlurmSession
+from slurmbatch import (
+    ConnectError,
+    JobFailed,
+    JobFuture,
+    JobOutOfMemory,
+    JobSpec,
+    JobState,
+    PayloadError,
+    SlurmSession,
+)
 from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
 from slurmbatch.testing.pytest_plugin import TEST_STATE_ROOT
 
@@ -363,3 +372,27 @@ async def test_5000_jobs_through_one_session_in_bounded_memory(
     ROWS.append(
         FaultRow("load: 5000 jobs, one session, one connection", anyio_backend, 5000, 5000, 0, 0, 0.0)
     )
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_futures_fail_with_a_connect_error_once_the_outage_outlasts_the_deadline(
+    slurm_cluster: ClusterSettings, local_cluster: LocalCluster, anyio_backend: str
+) -> None:
+    port = local_cluster.start_sshd()
+    options = session_options(slurm_cluster, port=port, reconnect_deadline=3)
+    async with SlurmSession("127.0.0.1", **options) as session:
+        future = await session.submit(slow_square, (6,))
+        # The login node goes away for good: its sshd stops, and the connections it served drop.
+        local_cluster.drop_ssh_connections(port)
+        local_cluster.stop_daemon(f"sshd-{port}")
+        lost_at = anyio.current_time()
+        try:
+            with anyio.fail_after(60), pytest.raises(ConnectError, match="reconnect_deadline=3") as caught:
+                await future
+            waited = anyio.current_time() - lost_at
+            assert waited >= 3, waited
+            assert "127.0.0.1" in str(caught.value)
+            session.detach()  # nothing more can be done through this login node
+        finally:
+            local_cluster.restart_daemon(f"sshd-{port}")
+    login_shell(slurm_cluster, f"scancel {future.job_id}")
