@@ -149,14 +149,23 @@ class ArgumentStore:
 
     An argument is taken to stay as it was while remembered: one changed in place and passed again goes
     with its first content. Not thread-safe; use one store per session.
+
+    An argument whose pickle is larger than ``max_bytes`` (if given) is refused with a
+    :class:`PayloadError` that names it.
     """
 
     def __init__(
-        self, threshold: int = 64 * 1024, *, remembered: int = 32, remembered_bytes: int = 1 << 30
+        self,
+        threshold: int = 64 * 1024,
+        *,
+        remembered: int = 32,
+        remembered_bytes: int = 1 << 30,
+        max_bytes: int | None = None,
     ) -> None:
         if threshold < 0 or remembered < 0 or remembered_bytes < 0:
             raise ValueError("threshold, remembered and remembered_bytes must be 0 or more")
         self._threshold = threshold
+        self._max_bytes = max_bytes
         self._remembered_max = remembered
         self._remembered_bytes_max = remembered_bytes
         self._remembered: OrderedDict[int, _Remembered] = OrderedDict()
@@ -206,6 +215,12 @@ class ArgumentStore:
             raise _unpicklable_argument([(_argument_label(key), value)], exc) from exc
         if len(data) < self._threshold:
             return None
+        if self._max_bytes is not None and len(data) > self._max_bytes:
+            raise PayloadError(
+                f"Cannot send {_argument_label(key)}: it pickles to {_megabytes(len(data))}, over "
+                f"max_argument_bytes={self._max_bytes} ({_megabytes(self._max_bytes)}). Leave large data on "
+                "the cluster and pass its path, or open the session with a larger max_argument_bytes."
+            )
         large = _Remembered(value=value, digest=hashlib.sha256(data).hexdigest(), data=data)
         self._remember(large)
         return large
@@ -320,6 +335,10 @@ def _keyed_arguments(call: tuple[tuple[Any, ...], dict[str, Any]]) -> Iterator[t
 
 def _labelled_arguments(call: tuple[tuple[Any, ...], dict[str, Any]]) -> list[tuple[str, object]]:
     return [(_argument_label(key), value) for key, value in _keyed_arguments(call)]
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
 
 
 def _argument_label(key: int | str) -> str:

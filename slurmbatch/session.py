@@ -21,7 +21,7 @@ from anyio.abc import TaskStatus
 
 from . import _probe
 from ._batched_reads import BatchedReader
-from ._errors import ConnectionLost, JobCancelled, SessionClosedError, SubmissionError
+from ._errors import ConnectionLost, JobCancelled, PayloadError, SessionClosedError, SubmissionError
 from ._journal import Journal, default_journal_path
 from ._poller import Poller
 from ._progress import show_progress
@@ -102,6 +102,8 @@ class SlurmSession:
             e.g. ``RpcBudget(burst=30, rate=2.0)``, Slurm's own rate limiter's defaults. Default: none.
         default_spec: The :class:`JobSpec` used when ``submit``/``map`` get none.
         connect_timeout: Seconds one SSH connection attempt may take.
+        max_argument_bytes: The largest pickled argument (or function) a call may send; a larger one is
+            refused with a :class:`PayloadError` before anything is uploaded. ``None``: no limit.
         journal: The local journal file that records each job before and after it is submitted, so that
             another process can :meth:`reattach` to jobs this one did not collect. ``True`` (default):
             ``~/.cache/slurmbatch/journal.sqlite3``; ``False``: no journal.
@@ -136,6 +138,7 @@ class SlurmSession:
         connect_timeout: float = 30.0,
         reconnect_deadline: float = 120.0,
         journal: str | Path | bool = True,
+        max_argument_bytes: int | None = 1 << 30,
     ) -> None:
         options: dict[str, Any] = {
             "host": host,
@@ -171,6 +174,15 @@ class SlurmSession:
         if not isinstance(journal, (str, Path, bool)):
             raise TypeError(f"journal must be a file path, True or False, not {type(journal).__name__}")
         self._journal_path = default_journal_path() if journal is True else (journal or None)
+        if max_argument_bytes is not None and (
+            isinstance(max_argument_bytes, bool)
+            or not isinstance(max_argument_bytes, int)
+            or max_argument_bytes < 1
+        ):
+            raise ValueError(
+                f"max_argument_bytes must be a positive number of bytes or None, not {max_argument_bytes!r}"
+            )
+        self._max_argument_bytes = max_argument_bytes
         self._journal: Journal | None = None
         #: This session's name in the journal: pass it to :meth:`reattach` from another process.
         self.id = new_token().replace("sb-", "session-", 1)
@@ -196,7 +208,7 @@ class SlurmSession:
         self._release_wakeup = anyio.Event()
         # Nothing remembered by identity: an object changed in place between two submits must not travel
         # stale. Large arguments are still uploaded once per content (their hash).
-        self._arguments = ArgumentStore(remembered=0)
+        self._arguments = ArgumentStore(remembered=0, max_bytes=max_argument_bytes)
         self._pool: SSHPool
         self._layout: RemoteLayout
         self._poller: Poller
@@ -468,7 +480,9 @@ class SlurmSession:
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping of keyword arguments, not {type(kwargs).__name__}")
         spec = self._spec(spec)
-        request = SubmitRequest(pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec)
+        request = SubmitRequest(
+            self._pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec
+        )
         await self._submitter.submit(request)
         assert request.future is not None
         return request.future
@@ -498,7 +512,7 @@ class SlurmSession:
                 f"({', '.join(str(len(c)) for c in columns)}); pass iterables of equal length"
             )
         spec = self._spec(spec)
-        blob = pack_function(fn)
+        blob = self._pack_function(fn)
         requests = [
             SubmitRequest(blob, self._arguments.pack(tuple(call), {}), spec)
             for call in zip(*columns, strict=True)
@@ -529,6 +543,17 @@ class SlurmSession:
             pending = still
             if pending:
                 await progress.wait()
+
+    def _pack_function(self, fn: Callable[..., Any]) -> FunctionBlob:
+        blob = pack_function(fn)
+        limit = self._max_argument_bytes
+        if limit is not None and len(blob.data) > limit:
+            raise PayloadError(
+                f"Cannot send {blob.name}: it pickles to {len(blob.data) / 2**20:.1f} MiB with what it captures, "
+                f"over max_argument_bytes={limit}. Pass large data as an argument kept on the cluster (its path), "
+                "not captured in the function, or open the session with a larger max_argument_bytes."
+            )
+        return blob
 
     def _spec(self, spec: JobSpec | None) -> JobSpec:
         if spec is None:

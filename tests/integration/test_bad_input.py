@@ -508,3 +508,20 @@ async def test_args_that_are_not_a_sequence_of_arguments(session_kwargs: dict[st
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         with pytest.raises(TypeError, match=r"args must be a tuple or list of positional arguments"):
             await session.submit(add, args)
+
+
+async def test_argument_or_function_over_the_size_limit(slurm_cluster: ClusterSettings) -> None:
+    big = b"x" * 2_000_000
+
+    def captures_big() -> int:
+        return len(big)
+
+    options = session_options(slurm_cluster, max_argument_bytes=1_000_000)
+    async with SlurmSession("127.0.0.1", **options) as session:
+        with pytest.raises(
+            PayloadError, match=r"Cannot send args\[1\]: it pickles to 1\.9 MiB.*max_argument_bytes"
+        ):
+            await session.submit(add, (1, big))
+        with pytest.raises(PayloadError, match=r"captures_big.*over max_argument_bytes=1000000"):
+            await session.submit(captures_big)
+        assert session._submitter.sbatch_calls == 0

@@ -535,3 +535,12 @@ def test_packing_ten_thousand_entries_takes_milliseconds() -> None:
     took = min(timeit.repeat(lambda: pack_argument_table(calls), number=1, repeat=5))
 
     assert took < 0.05
+
+
+def test_an_argument_over_the_size_limit_is_refused_by_name() -> None:
+    store = ArgumentStore(threshold=1024, max_bytes=100_000)
+    store.pack((b"x" * 50_000,), {})  # under the limit: fine
+    with pytest.raises(
+        PayloadError, match=r"Cannot send keyword argument 'table'.*max_argument_bytes=100000"
+    ):
+        store.pack((), {"table": b"x" * 200_000})
