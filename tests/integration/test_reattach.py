@@ -18,6 +18,7 @@ import pytest
 
 from slurmbatch import SlurmSession, SubmissionError
 from slurmbatch._journal import Journal
+from slurmbatch._remote_layout import new_token
 from slurmbatch.testing import ClusterSettings
 
 from .conftest import session_options
@@ -127,7 +128,8 @@ async def test_a_job_whose_batch_never_ran_is_reported_not_resubmitted(
         layout = session._layout
     # What a process killed just before its submit command reached the login node leaves behind.
     crashed = Journal(path, session="session-crashed", host="127.0.0.1", workdir=layout.workdir)
-    crashed.submitting([("sb-0123456789abcdef", layout.fence("sb-fedcba9876543210"), None)])
+    # A fence of its own per run: a recovery claims the fence it asks about, for good.
+    crashed.submitting([(new_token(), layout.fence(new_token()), None)])
     crashed.close()
     async with SlurmSession("127.0.0.1", **options) as session:
         (future,) = await session.reattach("session-crashed")
