@@ -517,15 +517,13 @@ class Poller:
         self._fail_ended([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
 
     def _files_lost_error(self, future: JobFuture[Any], status: JobStatus, detail: str) -> JobFailed:
-        return JobFailed(
-            f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without a result: the "
-            f"remote work directory {self._layout.workdir} was removed while the job was queued or "
-            "running, and its files with it. The session has recreated the directory; submit the job again.",
-            job_id=future.job_id,
-            state=status.state.name,
-            exit_code=status.exit_code,
-            signal=status.signal,
-            stderr_tail=detail,
+        return _ended_without_result(
+            future,
+            status,
+            f"a result: the remote work directory {self._layout.workdir} was removed while the job was "
+            "queued or running, and its files with it. The session has recreated the directory; submit the "
+            "job again.",
+            detail,
         )
 
     def _fail_ended(self, ended: Iterable[tuple[JobFuture[Any], JobStatus]], tails: dict[str, str]) -> None:
@@ -534,14 +532,11 @@ class Poller:
             if future.token in self._files_lost:
                 exc: JobFailed = self._files_lost_error(future, status, tail)
             elif status.state is JobState.COMPLETED or status.state is JobState.UNKNOWN:
-                exc = JobFailed(
-                    f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without writing a "
-                    "result: the job script failed before or after the function ran (see its stderr).",
-                    job_id=future.job_id,
-                    state=status.state.name,
-                    exit_code=status.exit_code,
-                    signal=status.signal,
-                    stderr_tail=tail,
+                exc = _ended_without_result(
+                    future,
+                    status,
+                    "writing a result: the job script failed before or after the function ran (see its stderr).",
+                    tail,
                 )
             else:
                 exc = failure_for(status, job_id=future.job_id, stderr_tail=tail)
@@ -560,6 +555,18 @@ _NEVER_STARTS_HINTS = {
     "InvalidQOS": "Its QOS is not valid for you: check --qos.",
     "DependencyNeverSatisfied": "A job it depends on ended in a way that cannot satisfy the dependency.",
 }
+
+
+def _ended_without_result(future: JobFuture[Any], status: JobStatus, why: str, tail: str) -> JobFailed:
+    """``JobFailed``: job ``future`` ended in ``status`` without ``why``."""
+    return JobFailed(
+        f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without {why}",
+        job_id=future.job_id,
+        state=status.state.name,
+        exit_code=status.exit_code,
+        signal=status.signal,
+        stderr_tail=tail,
+    )
 
 
 def _forgotten(future: JobFuture[Any]) -> JobStatus:

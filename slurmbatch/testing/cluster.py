@@ -449,13 +449,8 @@ class LocalCluster:
 
     def restart_daemon(self, name: str) -> None:
         """Stop and start one daemon (e.g. ``"slurmctld"`` or ``"sshd-<port>"``), keeping its state on disk."""
+        self.stop_daemon(name)
         state = self._require_state()
-        daemons = self._daemons(state)
-        if name not in state["launch"]:
-            raise ClusterError(f"No daemon named {name!r}; known: {', '.join(d.name for d in daemons)}")
-        stop([d for d in daemons if d.name == name])
-        state["daemons"] = [attrs.asdict(d) for d in daemons if d.name != name]
-        self._save_state(state)
         launch = state["launch"][name]
         self._launch(state, self._layout(state), name, launch["argv"], user=launch["user"])
 
