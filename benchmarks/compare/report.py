@@ -42,11 +42,12 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         p3 = "n/a"
         if r["p3"] is not None:
-            p3 = (
-                f"{r['p3']:.2f} (floor)"
-                if r["key"] == "sbatch-1"
-                else f"{r['p3']:.2f} ({r['p3_minus_floor']:+.2f})"
-            )
+            if r["key"] == "sbatch-1":
+                p3 = f"{r['p3']:.2f} (floor)"
+            elif r["p3_minus_floor"] is None:  # the floor's contender was left out (--only)
+                p3 = f"{r['p3']:.2f} (no floor)"
+            else:
+                p3 = f"{r['p3']:.2f} ({r['p3_minus_floor']:+.2f})"
         p4 = "n/a"
         if r["p4"] is not None:
             p4 = f"{r['p4']:.1f} for {r['p4_jobs']}"

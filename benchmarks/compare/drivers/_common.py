@@ -7,13 +7,14 @@ child processes it waited for, over the measured part; peak RSS is the largest o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 # What clients say when sshd turned them away (MaxStartups, MaxSessions).
@@ -89,3 +90,55 @@ class Meter:
             "per_second": jobs / self.seconds if self.seconds > 0 else 0.0,
             "cpu_seconds": self.cpu,
         }
+
+
+#: One Covalent task through an executor's ``run()``: ``(x, dispatch id) -> the task's output``.
+OneTask = Callable[[int, str], Awaitable[Any]]
+
+
+async def concurrent_tasks(
+    n: int, one_task: OneTask, acknowledged: list[float], dispatch: str
+) -> dict[str, Any]:
+    """Run ``n`` tasks of one dispatch at once; ``acknowledged`` collects when each job got its id."""
+    finished: list[float] = []
+    errors: list[str] = []
+
+    async def task(x: int) -> None:
+        try:
+            if await one_task(x, dispatch) != x:
+                raise RuntimeError("wrong result")
+            finished.append(time.perf_counter())
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    meter = Meter()
+    await asyncio.gather(*(task(i) for i in range(n)))
+    meter.stop()
+    acked = len(acknowledged)
+    ack_seconds = (max(acknowledged) - meter.started) if acknowledged else meter.seconds
+    return {
+        "jobs": n,
+        "acknowledged": acked,
+        "ack_seconds": ack_seconds,
+        "per_second": acked / ack_seconds if ack_seconds > 0 else 0.0,
+        "seconds": meter.seconds,
+        "finished": len(finished),
+        "cpu_seconds": meter.cpu,
+        "failed": len(errors),
+        "refused": refused(errors),
+        "errors": errors[:5],
+    }
+
+
+async def task_latency(samples: int, one_task: OneTask, new_dispatch: Callable[[], str]) -> dict[str, Any]:
+    """Run ``samples`` tasks one at a time, each after a random pause; their run-to-result times."""
+    seconds: list[float] = []
+    meter = Meter()
+    for i in range(samples):
+        await asyncio.sleep(pause())
+        started = time.perf_counter()
+        if await one_task(i, new_dispatch()) != i:
+            raise RuntimeError("wrong result")
+        seconds.append(time.perf_counter() - started)
+    meter.stop()
+    return {"samples": seconds, "cpu_seconds": meter.cpu, "jobs": len(seconds)}

@@ -14,7 +14,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from _common import Meter, pause, refused, run
+from _common import concurrent_tasks, run, task_latency
 from covalent import TransportableObject  # type: ignore[attr-defined]
 from covalent.executor.utils.wrappers import wrapper_fn
 
@@ -62,51 +62,18 @@ async def one_task(p: dict[str, Any], x: int, dispatch: str) -> Any:
 
 
 async def many(p: dict[str, Any]) -> dict[str, Any]:
-    await one_task(p, 0, uuid.uuid4().hex)
+    await one_task(p, 0, uuid.uuid4().hex)  # opens the shared session before the clock starts
     ACKNOWLEDGED.clear()
-    dispatch = uuid.uuid4().hex
-    finished: list[float] = []
-    errors: list[str] = []
-
-    async def task(x: int) -> None:
-        try:
-            if await one_task(p, x, dispatch) != x:
-                raise RuntimeError("wrong result")
-            finished.append(time.perf_counter())
-        except Exception as exc:
-            errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
-
-    meter = Meter()
-    await asyncio.gather(*(task(i) for i in range(p["n"])))
-    meter.stop()
-    acked = len(ACKNOWLEDGED)
-    ack_seconds = (max(ACKNOWLEDGED) - meter.started) if ACKNOWLEDGED else meter.seconds
-    return {
-        "jobs": p["n"],
-        "acknowledged": acked,
-        "ack_seconds": ack_seconds,
-        "per_second": acked / ack_seconds if ack_seconds > 0 else 0.0,
-        "seconds": meter.seconds,
-        "finished": len(finished),
-        "cpu_seconds": meter.cpu,
-        "failed": len(errors),
-        "refused": refused(errors),
-        "errors": errors[:5],
-    }
+    return await concurrent_tasks(
+        p["n"], lambda x, dispatch: one_task(p, x, dispatch), ACKNOWLEDGED, uuid.uuid4().hex
+    )
 
 
 async def latency(p: dict[str, Any]) -> dict[str, Any]:
     await one_task(p, 0, uuid.uuid4().hex)
-    samples: list[float] = []
-    meter = Meter()
-    for i in range(p["samples"]):
-        await asyncio.sleep(pause())
-        started = time.perf_counter()
-        if await one_task(p, i, uuid.uuid4().hex) != i:
-            raise RuntimeError("wrong result")
-        samples.append(time.perf_counter() - started)
-    meter.stop()
-    return {"samples": samples, "cpu_seconds": meter.cpu, "jobs": len(samples)}
+    return await task_latency(
+        p["samples"], lambda x, dispatch: one_task(p, x, dispatch), lambda: uuid.uuid4().hex
+    )
 
 
 if __name__ == "__main__":
