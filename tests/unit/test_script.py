@@ -262,6 +262,7 @@ def run_bash(script: str, cwd: str) -> subprocess.CompletedProcess[bytes]:
 
 
 def expected_words(options: dict[str, Any]) -> list[str]:
+    """The words an option mapping must reach sbatch or srun as, one flag (and value) at a time."""
     words: list[str] = []
     for key, value in options.items():
         if value is None or value is False:
@@ -270,7 +271,7 @@ def expected_words(options: dict[str, Any]) -> list[str]:
         if value is True:
             words.append(flag)
             continue
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
         words += [flag, text] if len(key) == 1 else [f"{flag}={text}"]
     return words
 

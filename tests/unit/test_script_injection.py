@@ -32,6 +32,8 @@ from slurmbatch._remote_layout import RemoteLayout, new_token
 from slurmbatch._submitter import ArrayShape
 from slurmbatch.payload import FunctionBlob, runner_digest
 
+from .test_script import expected_words
+
 CANARY = "canary"
 # Each tries to run a command or create the canary file, from any quoting context it might land in.
 ATTACKS = [
@@ -121,21 +123,6 @@ option_values = st.one_of(
 )
 variable_values = st.one_of(text(multiline=True), st.integers(), st.floats(allow_nan=False), st.booleans())
 QUICK = settings(max_examples=75, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def option_words(options: dict[str, Any]) -> list[str]:
-    """The words an option mapping must reach srun as, one flag (and value) at a time."""
-    words: list[str] = []
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = f"-{key}" if len(key) == 1 else f"--{key}"
-        if value is True:
-            words.append(flag)
-            continue
-        joined = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        words += [flag, joined] if len(key) == 1 else [f"{flag}={joined}"]
-    return words
 
 
 def render_as_the_session_does(spec: JobSpec, *, python: str, workdir: str, name: str, array: int) -> str:
@@ -235,7 +222,7 @@ def test_no_spec_value_runs_a_command(
     expected.append(["sbmark", "prerun"])
     if use_srun:
         # srun's stub does not run its command: the append marker and the Python call are its words.
-        expected.append(["srun", *option_words(srun_options), "sbmark", *append_words, *python])
+        expected.append(["srun", *expected_words(srun_options), "sbmark", *append_words, *python])
     else:
         expected.append(python)
     expected.append(["sbmark", "postrun"])
@@ -284,7 +271,7 @@ def test_any_option_name_is_either_refused_or_harmless(stub_bin: str, key: str, 
     script = render_as_the_session_does(spec, python="python3", workdir="/w", name="f", array=1)
     calls, _ = run_script(script, stub_bin)
     assert calls[0][:1] == ["srun"]
-    assert calls[0][1 : 1 + len(option_words({key: value}))] == option_words({key: value})
+    assert calls[0][1 : 1 + len(expected_words({key: value}))] == expected_words({key: value})
 
 
 def test_the_canary_detects_an_injection(stub_bin: str) -> None:
