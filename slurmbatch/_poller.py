@@ -40,7 +40,7 @@ from .payload import unpack_outcome
 from .rpc_budget import TokenBucket
 from .slurm.commands import sacct_argv, squeue_argv
 from .slurm.parse import parse_sacct, parse_squeue
-from .slurm.states import JobState, JobStatus, failure_for
+from .slurm.states import NEVER_STARTS, JobState, JobStatus, failure_for
 from .transport import SSHPool
 
 logger = logging.getLogger("slurmbatch")
@@ -80,6 +80,8 @@ class Poller:
         slurm_setup: Shell lines (each ending in a newline) run before the scheduler is asked.
         restore_workdir: Recreates the remote work directory once the watcher finds it gone.
         journal: Where resolved jobs are noted (written before their result files are removed).
+        cancel: Cancels jobs the way the session does (``scancel``, within its RPC budget): pending jobs
+            that can never start are cancelled.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class Poller:
         slurm_setup: str = "",
         restore_workdir: Callable[[], Awaitable[None]] | None = None,
         journal: Journal | None = None,
+        cancel: Callable[[list[JobFuture[Any]]], Awaitable[None]],
     ) -> None:
         self._pool = pool
         self._layout = layout
@@ -104,6 +107,7 @@ class Poller:
         self._slurm_setup = slurm_setup
         self._restore_workdir = restore_workdir
         self._journal = journal
+        self._cancel = cancel
         # Pending jobs squeue says will never start (e.g. over their partition's time limit), by token.
         self._never_start: dict[str, JobStatus] = {}
         # Tokens of jobs that were live when the work directory was found removed: their files are gone.
@@ -383,10 +387,12 @@ class Poller:
         self._never_start.clear()
         if not doomed:
             return
-        ids = " ".join(shlex.quote(f.job_id) for f, _ in doomed)
-        await self._pool.run(f"{self._slurm_setup}scancel {ids}")
+        try:
+            await self._cancel([future for future, _ in doomed])
+        except SubmissionError as exc:  # e.g. gone meanwhile: they are failed below all the same
+            logger.warning("could not cancel %d job(s) that can never start: %s", len(doomed), exc)
         for future, status in doomed:
-            hint = _NEVER_STARTS_HINTS.get(status.reason, "Change the JobSpec options that Slurm names.")
+            hint = NEVER_STARTS[status.reason]
             self.resolve(
                 future,
                 exc=SubmissionError(
@@ -545,16 +551,6 @@ class Poller:
                 exc=exc,
                 state=JobState.OUT_OF_MEMORY if isinstance(exc, JobOutOfMemory) else status.state,
             )
-
-
-_NEVER_STARTS_HINTS = {
-    "PartitionTimeLimit": "Its time limit (--time) is over its partition's: lower it, or choose another partition.",
-    "PartitionNodeLimit": "It asks for more nodes than its partition allows: ask for fewer, or choose another.",
-    "BadConstraints": "No node satisfies its constraints (--constraint, --mem, --cpus-per-task...): relax them.",
-    "InvalidAccount": "Its account is not valid for you: check --account (sacctmgr show assoc user=$USER).",
-    "InvalidQOS": "Its QOS is not valid for you: check --qos.",
-    "DependencyNeverSatisfied": "A job it depends on ended in a way that cannot satisfy the dependency.",
-}
 
 
 def _ended_without_result(future: JobFuture[Any], status: JobStatus, why: str, tail: str) -> JobFailed:

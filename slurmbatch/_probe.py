@@ -12,8 +12,9 @@ import shlex
 import attrs
 
 from ._errors import RemoteEnvironmentError
+from .spec import interpreter_words
 
-__all__ = ["RemoteFacts", "parse_probe", "probe_command", "python_check", "python_command"]
+__all__ = ["RemoteFacts", "parse_probe", "probe_command", "python_check", "python_command", "workdir_lines"]
 
 _SEP = "@@slurmbatch@@"
 _NO_SBATCH = "@@no-sbatch@@"
@@ -55,14 +56,7 @@ def python_command(python: str) -> list[str]:
             f"python must be a string naming an interpreter on the cluster, e.g. 'python3', not "
             f"{python!r} (of type {type(python).__name__})"
         )
-    try:
-        words = shlex.split(python)
-    except ValueError as exc:
-        raise ValueError(
-            f"python is {python!r}, which cannot be split into words as a shell would: {exc}. Close every "
-            "quote and escape trailing backslashes, e.g. '/opt/conda/bin/python3' or "
-            "'\"/path with spaces/python3\" -X dev'"
-        ) from None
+    words = interpreter_words(python, setting="python")
     if not words:
         raise ValueError(
             "python must name an interpreter on the cluster, e.g. 'python3', not an empty string"
@@ -75,6 +69,17 @@ def _remote_path(path: str) -> str:
     if path == "~":
         return "."
     return shlex.quote(path[2:] if path.startswith("~/") else path)
+
+
+def workdir_lines(workdir: str) -> list[str]:
+    """Shell lines that create the private work directory ``workdir`` (as ``$W``) and its
+    subdirectories, or exit with status 3."""
+    return [
+        "umask 077",
+        f"W={_remote_path(workdir)}",
+        'mkdir -p -- "$W/fn" "$W/jobs" "$W/results" || exit 3',
+        'chmod 700 -- "$W" "$W/fn" "$W/jobs" "$W/results" || exit 3',
+    ]
 
 
 def probe_command(workdir: str, *, python: str | None, runner_name: str, slurm_setup: str = "") -> str:
@@ -90,10 +95,7 @@ def probe_command(workdir: str, *, python: str | None, runner_name: str, slurm_s
     keys = "|".join(_CONFIG_KEYS)
     return "\n".join(
         [
-            "umask 077",
-            f"W={_remote_path(workdir)}",
-            'mkdir -p -- "$W/fn" "$W/jobs" "$W/results" || exit 3',
-            'chmod 700 -- "$W" "$W/fn" "$W/jobs" "$W/results" || exit 3',
+            *workdir_lines(workdir),
             'cd -- "$W" || exit 3',
             "pwd",
             f"echo {_SEP}",

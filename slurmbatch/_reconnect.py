@@ -23,22 +23,29 @@ T = TypeVar("T")
 
 
 class Outage:
-    """Times one stretch of lost connections against ``deadline`` seconds."""
+    """Times one stretch of failures (lost connections, an unanswering controller) against ``deadline``
+    seconds."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.since: float | None = None
         self.losses = 0
 
-    def lost(self, error: ConnectionLost, what: str) -> float:
-        """Count a loss; return the seconds to pause before trying again, or raise once past the deadline."""
+    def failed(self) -> bool:
+        """Count one failure now; return whether the outage is still within its deadline."""
         now = anyio.current_time()
         if self.since is None:
             self.since = now
         self.losses += 1
-        if now - self.since > self.deadline:
+        return now - self.since <= self.deadline
+
+    def lost(self, error: ConnectionLost, what: str) -> float:
+        """Count a loss; return the seconds to pause before trying again, or raise once past the deadline."""
+        if not self.failed():
+            assert self.since is not None
             raise ConnectError(
-                f"{what} failed: the connection to the login node kept dropping for {now - self.since:.0f} s "
+                f"{what} failed: the connection to the login node kept dropping for "
+                f"{anyio.current_time() - self.since:.0f} s "
                 f"({self.losses} times), past reconnect_deadline={self.deadline:g} s. Last: {error}",
                 host=error.host,
                 cause=error,

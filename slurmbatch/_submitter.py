@@ -271,10 +271,7 @@ class Submitter:
         if not again:
             controller_down.over()
             return jobs, []
-        now = anyio.current_time()
-        controller_down.since = controller_down.since or now
-        controller_down.losses += 1
-        if now - controller_down.since > controller_down.deadline:
+        if not controller_down.failed():
             return jobs, []  # reported with sbatch's own words
         logger.warning("slurmctld did not answer %d sbatch call(s); sending them again", len(again))
         return [j for j in jobs if j not in again], again

@@ -276,6 +276,7 @@ class SlurmSession:
             slurm_setup=self._slurm_setup,
             restore_workdir=self._restore_workdir,
             journal=self._journal,
+            cancel=self._cancel_jobs,
         )
         self._submitter = Submitter(
             self._pool,
@@ -332,10 +333,7 @@ class SlurmSession:
 
     async def _restore_workdir(self) -> None:
         """Recreate the remote work directory after someone removed it, with the runner in it."""
-        layout = self._layout
-        dirs = " ".join(shlex.quote(d) for d in (layout.functions_dir, layout.jobs_dir, layout.results_dir))
-        workdir = shlex.quote(layout.workdir)
-        result = await self._pool.run(f"umask 077 && mkdir -p -- {dirs} && chmod 700 -- {workdir}")
+        result = await self._pool.run("\n".join(_probe.workdir_lines(self._layout.workdir)))
         if not result.ok:
             logger.error("could not recreate the remote work directory: %s", result.stderr.strip())
             return

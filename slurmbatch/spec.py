@@ -206,18 +206,23 @@ def _check_optional_name(spec: JobSpec, attribute: attrs.Attribute[Any], value: 
         )
 
 
-def _check_python(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
-    _check_optional_name(spec, attribute, value)
-    if value is None:
-        return
+def interpreter_words(python: str, *, setting: str) -> list[str]:
+    """The words of an interpreter setting (it may carry arguments), split as a shell would, or a
+    :class:`ValueError` that names ``setting`` and says how to write it."""
     try:
-        shlex.split(str(value))
+        return shlex.split(python)
     except ValueError as exc:
         raise ValueError(
-            f"JobSpec.python is {value!r}, which cannot be split into words as a shell would: {exc}. "
-            "Close every quote and escape trailing backslashes; give the interpreter's path, with arguments if needed, quoting as in a shell, e.g. "
-            "'/opt/conda/bin/python3' or '\"/path with spaces/python3\" -X dev'."
+            f"{setting} is {python!r}, which cannot be split into words as a shell would: {exc}. Close every "
+            "quote and escape trailing backslashes, e.g. '/opt/conda/bin/python3' or "
+            "'\"/path with spaces/python3\" -X dev'."
         ) from None
+
+
+def _check_python(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
+    _check_optional_name(spec, attribute, value)
+    if value is not None:
+        interpreter_words(str(value), setting="JobSpec.python")
 
 
 def _check_flag(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:

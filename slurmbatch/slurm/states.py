@@ -120,24 +120,24 @@ _COMPACT = {
 }
 
 
-NEVER_STARTS = frozenset(
-    {
-        "PartitionTimeLimit",
-        "PartitionNodeLimit",
-        "BadConstraints",
-        "InvalidAccount",
-        "InvalidQOS",
-        "DependencyNeverSatisfied",
-        "QOSMaxWallDurationPerJobLimit",
-        "AssocMaxWallDurationPerJobLimit",
-        "QOSMaxNodePerJobLimit",
-        "QOSMaxCpuPerJobLimit",
-        "QOSMaxMemoryPerJob",
-        "AssocMaxNodesPerJobLimit",
-        "AssocMaxCpuPerJobLimit",
-    }
-)
-"""squeue reasons of pending jobs that waiting never clears (only an administrator's change would)."""
+_LOWER_THE_LIMIT = "It asks for more than its QOS or association allows per job: ask for less."
+NEVER_STARTS: dict[str, str] = {
+    "PartitionTimeLimit": "Its time limit (--time) is over its partition's: lower it, or choose another partition.",
+    "PartitionNodeLimit": "It asks for more nodes than its partition allows: ask for fewer, or choose another.",
+    "BadConstraints": "No node satisfies its constraints (--constraint, --mem, --cpus-per-task...): relax them.",
+    "InvalidAccount": "Its account is not valid for you: check --account (sacctmgr show assoc user=$USER).",
+    "InvalidQOS": "Its QOS is not valid for you: check --qos.",
+    "DependencyNeverSatisfied": "A job it depends on ended in a way that cannot satisfy the dependency.",
+    "QOSMaxWallDurationPerJobLimit": _LOWER_THE_LIMIT,
+    "AssocMaxWallDurationPerJobLimit": _LOWER_THE_LIMIT,
+    "QOSMaxNodePerJobLimit": _LOWER_THE_LIMIT,
+    "QOSMaxCpuPerJobLimit": _LOWER_THE_LIMIT,
+    "QOSMaxMemoryPerJob": _LOWER_THE_LIMIT,
+    "AssocMaxNodesPerJobLimit": _LOWER_THE_LIMIT,
+    "AssocMaxCpuPerJobLimit": _LOWER_THE_LIMIT,
+}
+"""squeue reasons of pending jobs that waiting never clears (only an administrator's change would), each
+with what the user can change instead."""
 
 
 @attrs.frozen
