@@ -15,6 +15,7 @@ from slurmbatch._errors import SubmissionError
 from slurmbatch.slurm.states import JobState, JobStatus
 
 __all__ = [
+    "cut_short_arrays",
     "expand_job_id",
     "is_invalid_job_id_error",
     "parse_sacct",
@@ -88,6 +89,20 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
         for job_id in expand_job_id(fields[0]):
             statuses[job_id] = status
     return statuses
+
+
+def cut_short_arrays(stdout: str) -> set[str]:
+    """Array ids whose range of pending tasks squeue printed cut short (no closing ``]``, or ``...``).
+
+    Tasks past the cut are not named anywhere in the answer: they must not be taken for gone.
+    """
+    cut: set[str] = set()
+    for line in stdout.splitlines():
+        fields = _split_columns(line)
+        match = _PENDING_TASKS.fullmatch(fields[0].strip()) if fields else None
+        if match and (not fields[0].strip().endswith("]") or "..." in fields[0]):
+            cut.add(match.group(1))
+    return cut
 
 
 def parse_sacct(stdout: str) -> dict[str, JobStatus]:
