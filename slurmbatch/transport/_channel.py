@@ -50,16 +50,19 @@ async def start_process(
 
 
 async def start_output_process(
-    connection: asyncssh.SSHClientConnection, command: str
+    connection: asyncssh.SSHClientConnection, command: str, stdin: bytes | None = None
 ) -> asyncssh.SSHClientProcess[bytes]:
     """Start ``command`` on a new channel for its standard output alone.
 
-    It reads end of file on standard input, and its standard error is discarded, so that output nobody
-    reads cannot fill the channel's window and stall standard output.
+    It reads ``stdin`` and then end of file on standard input, and its standard error is discarded, so
+    that output nobody reads cannot fill the channel's window and stall standard output.
     """
-    opening = connection.create_process(
-        command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None
-    )
+    if stdin:
+        opening = connection.create_process(command, input=stdin, stderr=asyncssh.DEVNULL, encoding=None)
+    else:
+        opening = connection.create_process(
+            command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None
+        )
     return await _open(connection, opening, stop_process)
 
 

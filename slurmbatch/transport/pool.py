@@ -38,13 +38,14 @@ import anyio
 import asyncssh
 import attrs
 
-from slurmbatch._errors import ConnectError, SessionClosedError, SlurmBatchError
+from slurmbatch._errors import ConnectError, IncompleteReply, SessionClosedError, SlurmBatchError
 
 from ._backoff import reconnect_delays, refusal_pause
 from ._bridge import AsyncioBridge
 from ._channel import ChannelNotOpened, start_output_process, start_sftp, stop_process
 from ._connect import Target, connect, explain, is_throttling, is_unreachable, load_options
 from ._exec import run_command
+from .framing import ScriptFrame
 from .result import CommandResult
 from .settings import ConnectSettings
 from .sftp import SFTPClient
@@ -219,6 +220,44 @@ class SSHPool:
             self._release(connection)
         return result
 
+    async def script(
+        self,
+        body: str,
+        *,
+        data: str | None = None,
+        shell: str = "/bin/sh",
+        what: str = "a remote command",
+        # Not the caller's cancel scope: it excludes queueing for a channel and names the script.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> CommandResult:
+        """Run ``body`` under ``shell`` (not the login shell), and return what the body printed.
+
+        The login shell only sees ``exec <shell> -s``; ``body`` (shell lines) travels on standard input,
+        framed by markers (see :mod:`~slurmbatch.transport.framing`), so neither a tcsh login shell nor
+        the output of start-up files touches it. ``data`` (text) is the body's standard input; without
+        it the body reads ``/dev/null``. The result holds the body's own output and exit status.
+
+        Raises:
+            IncompleteReply: the reply ended before the body did (the shell died, the channel closed);
+                the body may have run partly or fully.
+            RemoteEnvironmentError: the script never started (e.g. ``shell`` does not exist there).
+            ConnectError, TimeoutError, SessionClosedError: as for :meth:`run`.
+        """
+        frame = ScriptFrame(shell=shell)
+        result = await self.run(frame.command, input=frame.script(body, data), timeout=timeout)
+        try:
+            reply = frame.parse(result.stdout, result.stderr, what=what)
+        except IncompleteReply as incomplete:
+            incomplete.host = self._target.alias
+            raise
+        return CommandResult(
+            command=body,
+            exit_status=reply.exit_status,
+            stdout=reply.stdout,
+            stderr=reply.stderr,
+            exit_signal=result.exit_signal,
+        )
+
     @asynccontextmanager
     async def sftp(self) -> AsyncIterator[SFTPClient]:
         """Open one SFTP session, for a batch of file operations, and close it when the block ends.
@@ -277,14 +316,33 @@ class SSHPool:
             SessionClosedError: the pool is closed.
         """
 
+        async with self._stream(command, None, None) as lines:
+            yield lines
+
+    @asynccontextmanager
+    async def stream_script(self, body: str, *, shell: str = "/bin/sh") -> AsyncIterator[LineStream]:
+        """Run ``body`` like :meth:`script` and read its standard output line by line, like :meth:`stream`.
+
+        Lines the login shell's start-up files print come before the begin marker and are skipped; the
+        end marker ends the iteration, and `LineStream.exit_status` is then the body's. Output that ends
+        without the end marker raises `ConnectError` (the body did not run to its end).
+        """
+        frame = ScriptFrame(shell=shell)
+        async with self._stream(frame.command, frame, frame.script(body).encode()) as lines:
+            yield lines
+
+    @asynccontextmanager
+    async def _stream(
+        self, command: str, frame: ScriptFrame | None, stdin: bytes | None
+    ) -> AsyncIterator[LineStream]:
         async def start_on(connection: _Connection) -> asyncssh.SSHClientProcess[bytes]:
-            return await self._bridge.call(start_output_process, connection.ssh, command)
+            return await self._bridge.call(start_output_process, connection.ssh, command, stdin)
 
         ticket = self._arrive()
         async with self._slots:
             connection, process = await self._on_a_channel(ticket, start_on)
             try:
-                yield LineStream(self._bridge, process, command, self._target)
+                yield LineStream(self._bridge, process, command, self._target, frame=frame)
             except BaseException:
                 self._bridge.call_soon(stop_process, process)
                 raise
