@@ -5,12 +5,10 @@ of new files in W/results; each batch (one listing's news) is fetched at once ov
 its futures resolved. No scheduler RPC is involved.
 
 The scheduler is asked only about jobs that may have ended without a result (timeout, out of memory,
-node failure, cancellation): ONE ``squeue`` for every such live job of the session, every
-``status_interval`` (adaptive: short after new work or a cancel, growing while nothing changes). Jobs
-that squeue no longer knows (purged after MinJobAge) are looked up with one ``sacct`` (slurmdbd, or the
-job completion file without it). A job the scheduler calls ended gets a short grace (network file
-systems lag), then its result file and stderr are read directly: a result found wins, else the job
-fails with its end state.
+node failure, cancellation), by a :class:`~slurmbatch._status_loop.StatusLoop` in a task of its own, so
+that a slow scheduler never holds back a result. A job the scheduler calls ended gets a short grace
+(network file systems lag), then its result file and stderr are read directly: a result found wins,
+else the job fails with its end state.
 
 While the watcher is down (its channel died; it is restarted with backoff), the loop falls back to
 listing W/results itself every ``check_interval``, and asks the scheduler at once: nothing that ended in
@@ -31,25 +29,21 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import JobFailed, JobOutOfMemory, RemoteEnvironmentError, SubmissionError
+from ._errors import JobFailed, JobOutOfMemory, RemoteEnvironmentError, SlurmBatchError, SubmissionError
 from ._journal import Journal
 from ._remote_layout import RemoteLayout
+from ._status_loop import StatusLoop, never_start_message
 from ._watcher import ResultWatcher
 from .future import JobFuture
 from .payload import unpack_outcome
 from .rpc_budget import TokenBucket
-from .slurm.commands import sacct_argv, squeue_argv
-from .slurm.parse import parse_sacct, parse_squeue
-from .slurm.states import NEVER_STARTS, JobState, JobStatus, failure_for
+from .slurm.states import JobState, JobStatus, failure_for
 from .transport import SSHPool
 
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["Poller"]
 
-_MARK = "@@slurmbatch-listing@@"
-# Printed when squeue or sacct failed (e.g. slurmctld restarting): their silence then means nothing.
-_NO_ANSWER = "@@slurmbatch-no-answer@@"
 _STDERR_TAIL_LINES = 20
 _ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
 
@@ -108,12 +102,9 @@ class Poller:
         self._restore_workdir = restore_workdir
         self._journal = journal
         self._cancel = cancel
-        # Pending jobs squeue says will never start (e.g. over their partition's time limit), by token.
-        self._never_start: dict[str, JobStatus] = {}
         # Tokens of jobs that were live when the work directory was found removed: their files are gone.
         self._files_lost: set[str] = set()
         self._check_min, self._check_max = check_interval
-        self._status_min, self._status_max = status_interval
         self._live: dict[str, JobFuture[Any]] = {}  # by token
         self._by_job_id: dict[str, JobFuture[Any]] = {}
         # Tokens whose result file is in W/results as far as we know, tracked or not (a job may finish
@@ -121,13 +112,10 @@ class Poller:
         self._present: set[str] = set()
         self._ready: set[str] = set()  # live tokens in _present: to collect now
         self._ended: dict[str, _Ended] = {}  # by token
-        self._vanished: set[str] = set()  # job ids squeue no longer knows
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
         self._progress = anyio.Event()
-        self._status_due = 0.0
-        self._status_wait = self._status_min
         self._check_wait = self._check_min
         self._listing_due = 0.0
         # The watcher holds a channel for the session's life: in a pool of one channel it would leave
@@ -143,16 +131,35 @@ class Poller:
             on_missing=self._workdir_missing,
             interval=watch_interval,
         )
-        #: Status queries sent to the scheduler (each one ``squeue`` and/or ``sacct`` call).
-        self.scheduler_queries = 0
+        #: The scheduler queries, in a task of their own.
+        self.status = StatusLoop(
+            pool,
+            accounting=accounting,
+            interval=status_interval,
+            budget=budget,
+            slurm_setup=slurm_setup,
+            candidates=self._candidates,
+            report=self._on_status,
+            forgotten=lambda future: self._note_ended(future, _forgotten(future)),
+            never_start=self._cancel_never_starting,
+            answered=self._on_answer,
+        )
         #: Listings of W/results made by the loop itself (only while the watcher is down).
         self.ticks = 0
         #: Batches of results fetched.
         self.collections = 0
         #: When a remote command of the loop last succeeded (anyio clock).
         self.last_success = 0.0
-        #: When the scheduler last answered a status query (anyio clock).
-        self.last_answer = 0.0
+
+    @property
+    def scheduler_queries(self) -> int:
+        """Status queries sent to the scheduler (each one remote command)."""
+        return self.status.queries
+
+    @property
+    def last_answer(self) -> float:
+        """When the scheduler last answered a status query (anyio clock)."""
+        return self.status.last_answer
 
     # ----------------------------------------------------------------------------------- tracking
     def track(self, future: JobFuture[Any]) -> None:
@@ -164,14 +171,13 @@ class Poller:
             self._ready.add(future.token)  # it finished before we learnt its job id
         self.watcher.resume()
         # New work: ask the scheduler at the short interval again.
-        self._status_wait = self._status_min
+        self.status.new_work()
         self._check_wait = self._check_min
         self._wakeup.set()
 
     def request_status(self) -> None:
         """Ask the scheduler at once (e.g. right after a cancel)."""
-        self._status_due = 0.0
-        self._wakeup.set()
+        self.status.request()
 
     def live(self) -> list[JobFuture[Any]]:
         """Futures of jobs not finished yet."""
@@ -208,7 +214,7 @@ class Poller:
         self._ready.discard(future.token)
         self._ended.pop(future.token, None)
         self._files_lost.discard(future.token)
-        self._vanished.discard(future.job_id)
+        self.status.forget(future)
         if self._journal is not None:
             self._journal.finished(future.token, future.state.name)
         if not self._live:
@@ -246,7 +252,7 @@ class Poller:
         # Cover the gap: ask the scheduler, and list W/results ourselves until the watcher is back.
         self._fallback = True
         if self._live:
-            self._status_due = 0.0
+            self.status.request()
         self._listing_due = 0.0
         self._check_wait = self._check_min
         self._wakeup.set()
@@ -261,6 +267,7 @@ class Poller:
         async with anyio.create_task_group() as tg:
             if self._watching:
                 await tg.start(self.watcher.run)
+            tg.start_soon(self.status.run)
             task_status.started()
             while True:
                 await self._step()
@@ -277,9 +284,8 @@ class Poller:
         # Checked after collecting, not instead of it: a steady stream of results never starves them.
         now = anyio.current_time()
         fallback = self._fallback and not self.watcher.up
-        listing = fallback and now >= self._listing_due
-        if listing or now >= self._status_due:
-            await self._query(listing=listing, status=now >= self._status_due)
+        if fallback and now >= self._listing_due:
+            await self._list_results()
         now = anyio.current_time()
         if any(e.settle_at <= now for e in self._ended.values()):
             await self._settle_ended(now)
@@ -287,13 +293,7 @@ class Poller:
             return
         now = anyio.current_time()
         fallback = self._fallback and not self.watcher.up
-        due = min(
-            [
-                self._status_due,
-                *(e.settle_at for e in self._ended.values()),
-                self._listing_due if fallback else math.inf,
-            ]
-        )
+        due = min([*(e.settle_at for e in self._ended.values()), self._listing_due if fallback else math.inf])
         with anyio.move_on_after(due - now):
             await self._wakeup.wait()
 
@@ -313,78 +313,44 @@ class Poller:
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
 
-    async def _query(self, *, listing: bool, status: bool) -> None:
-        """One remote command: a scheduler query, a listing of W/results, or both."""
-        now = anyio.current_time()
-        parts: list[str] = []
-        asked: set[str] = set()
-        if status:
-            asked = {f.job_id for f in self._live.values() if f.token not in self._present}
-            command, rpcs = self._status_command(asked) if asked else ("", 0)
-            over_budget = (
-                self._budget.try_take(min(rpcs, self._budget.burst)) if rpcs and self._budget else 0.0
+    async def _list_results(self) -> None:
+        """List W/results ourselves (while the watcher is down)."""
+        self.ticks += 1
+        try:
+            result = await self._pool.script(
+                f"ls -1 {shlex.quote(self._layout.results_dir)}", what="listing the results directory"
             )
-            if over_budget:
-                # Ask once the bucket has refilled; results keep being collected meanwhile.
-                asked = set()
-                self._status_due = now + over_budget
-            else:
-                self._status_due = now + self._status_wait
-                self._status_wait = min(self._status_wait * 1.5, self._status_max)
-            if asked:
-                # Scheduler first, listing second: a job squeue calls ended has written its result before.
-                parts.append(command)
-                self.scheduler_queries += 1
-        if listing:
-            self.ticks += 1
-            parts.append(f"echo {_MARK}; ls -1 {shlex.quote(self._layout.results_dir)}")
-        if not parts:
-            return
-        output = (await self._pool.run("; ".join(parts))).stdout
-        self.last_success = anyio.current_time()
-        status_text, _, names = output.partition(f"{_MARK}\n")
-        if listing:
+        except SlurmBatchError as exc:  # e.g. a connection lost: list again at the next tick
+            logger.info("could not list the results directory: %s", exc)
+            result = None
+        if result is not None and result.ok:
+            self.last_success = anyio.current_time()
             if not self.watcher.up:  # else it came back meanwhile, and its view is newer than ours
-                self._on_listing(names.split(), [], True)
-            self._check_wait = (
-                self._check_min if self._ready else min(self._check_wait * 1.5, self._check_max)
-            )
-            self._listing_due = anyio.current_time() + self._check_wait
-        if asked and _NO_ANSWER in status_text:
-            # The scheduler did not answer: ask again soon, and conclude nothing from its silence.
-            logger.info("the scheduler did not answer a status query; asking again shortly")
-            self._status_due = anyio.current_time() + self._status_min
-        elif asked:
-            self.last_answer = anyio.current_time()
-            # Only jobs that were live when the command was built: newer ones were not asked about.
-            self._apply_statuses(self._parse_status(status_text), asked)
-            if self._never_start:
-                await self._cancel_never_starting()
+                self._on_listing(result.stdout.split(), [], True)
+        self._check_wait = self._check_min if self._ready else min(self._check_wait * 1.5, self._check_max)
+        self._listing_due = anyio.current_time() + self._check_wait
 
-    def _status_command(self, job_ids: set[str]) -> tuple[str, int]:
-        """The shell command that asks the scheduler about ``job_ids``, and the RPCs it costs."""
-        # Arrays by their own id: squeue then lists their running tasks and their pending ones as ranges,
-        # a few lines for thousands of tasks.
-        ids = sorted({job_id.split("_", 1)[0] for job_id in job_ids - self._vanished})
-        vanished = sorted(job_ids & self._vanished)
-        parts = []
-        if ids:
-            # squeue fails both when the controller does not answer and, asked about one id only, when
-            # that job was purged: only the former leaves the jobs' fate unknown.
-            squeue = shlex.join(squeue_argv(ids))
-            parts.append(
-                f"{{ sq_err=$({squeue} 2>&1 >&3); sq_rc=$?; }} 3>&1; [ $sq_rc = 0 ] || "
-                f'case "$sq_err" in *"Invalid job id"*) ;; *) echo {_NO_ANSWER} ;; esac'
-            )
-        if vanished:
-            sacct = shlex.join(sacct_argv(vanished, jobcomp=not self._accounting))
-            parts.append(f"echo @@sacct; {sacct} 2>/dev/null || echo {_NO_ANSWER}")
-        return self._slurm_setup + "; ".join(parts), len(parts)
+    # ----------------------------------------------------------------------------------- scheduler news
+    def _candidates(self) -> dict[str, JobFuture[Any]]:
+        """Live jobs the scheduler is to be asked about: those whose result file is not known yet."""
+        return {f.job_id: f for f in self._live.values() if f.token not in self._present}
 
-    async def _cancel_never_starting(self) -> None:
+    def _on_answer(self, reached: bool) -> None:
+        if reached:
+            self.last_success = anyio.current_time()
+
+    def _on_status(self, future: JobFuture[Any], status: JobStatus) -> None:
+        if status.state != future.state:
+            logger.debug("job %s: %s -> %s", future.job_id, future.state.name, status.state.name)
+        future._set_state(status.state)
+        if status.is_terminal:
+            self._note_ended(future, status)
+        else:
+            self._ended.pop(future.token, None)  # requeued
+
+    async def _cancel_never_starting(self, doomed: list[tuple[JobFuture[Any], JobStatus]]) -> None:
         """Cancel pending jobs that can never start, and fail their futures saying why."""
-        doomed = [(self._live[t], s) for t, s in self._never_start.items() if t in self._live]
-        self._never_start.clear()
+        doomed = [(f, s) for f, s in doomed if not f.done()]
         if not doomed:
             return
         try:
@@ -392,52 +358,15 @@ class Poller:
         except SubmissionError as exc:  # e.g. gone meanwhile: they are failed below all the same
             logger.warning("could not cancel %d job(s) that can never start: %s", len(doomed), exc)
         for future, status in doomed:
-            hint = NEVER_STARTS[status.reason]
             self.resolve(
-                future,
-                exc=SubmissionError(
-                    f"Slurm accepted job {future.job_id} but will never start it ({status.reason}), so it was "
-                    f"cancelled. {hint}"
-                ),
-                state=JobState.CANCELLED,
+                future, exc=SubmissionError(never_start_message(future, status)), state=JobState.CANCELLED
             )
 
-    def _parse_status(self, text: str) -> dict[str, JobStatus]:
-        squeue_text, _, sacct_text = text.partition("@@sacct\n")
-        statuses = parse_squeue(squeue_text)
-        if sacct_text:
-            statuses.update({k: v for k, v in parse_sacct(sacct_text).items() if k in self._vanished})
-        return statuses
-
-    def _apply_statuses(self, statuses: dict[str, JobStatus], asked: set[str]) -> None:
-        settle_at = anyio.current_time() + _ENDED_GRACE
-        for job_id in asked:
-            future = self._by_job_id.get(job_id)
-            if future is None or future.token in self._present:
-                continue  # resolved meanwhile, or its result is on its way
-            status = statuses.get(job_id)
-            if status is None:
-                if job_id in self._vanished:
-                    self._note_ended(future, _forgotten(future), settle_at)
-                else:
-                    self._vanished.add(job_id)
-                    self._status_due = 0.0  # ask sacct right away
-                continue
-            self._vanished.discard(job_id)
-            if status.never_starts:
-                self._never_start[future.token] = status
-            if status.state != future.state:
-                logger.debug("job %s: %s -> %s", job_id, future.state.name, status.state.name)
-            future._set_state(status.state)
-            if status.is_terminal:
-                self._note_ended(future, status, settle_at)
-            else:
-                self._ended.pop(future.token, None)  # requeued
-
-    def _note_ended(self, future: JobFuture[Any], status: JobStatus, settle_at: float) -> None:
+    def _note_ended(self, future: JobFuture[Any], status: JobStatus) -> None:
         ended = self._ended.get(future.token)
         if ended is None:
-            self._ended[future.token] = _Ended(status, settle_at)
+            self._ended[future.token] = _Ended(status, anyio.current_time() + _ENDED_GRACE)
+            self._wakeup.set()
         else:
             ended.seen += 1
             ended.status = status
@@ -517,7 +446,7 @@ class Poller:
         if unconfirmed:
             # Called ended once, and no result: ask once more before failing it. A job being requeued
             # (by an administrator, preemption or a node failure) may look ended for a moment.
-            self._status_due = 0.0
+            self.status.request()
             for future, ended in unconfirmed:
                 self._ended[future.token] = attrs.evolve(ended, settle_at=now + _ENDED_GRACE)
         self._fail_ended([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)

@@ -16,7 +16,7 @@ from slurmbatch._errors import (
     JobTimeout,
 )
 
-__all__ = ["JobState", "JobStatus", "failure_for"]
+__all__ = ["MAY_CLEAR", "NEVER_STARTS", "JobState", "JobStatus", "failure_for"]
 
 
 class JobState(enum.Enum):
@@ -138,6 +138,11 @@ NEVER_STARTS: dict[str, str] = {
 }
 """squeue reasons of pending jobs that waiting never clears (only an administrator's change would), each
 with what the user can change instead."""
+
+MAY_CLEAR = frozenset({"PartitionNodeLimit", "BadConstraints"})
+"""Reasons of :data:`NEVER_STARTS` that can also be temporary: Slurm gives them while the nodes that would
+satisfy the job are down or drained, and they clear once the nodes are back. A job is given up for them
+only once they persist."""
 
 
 @attrs.frozen
