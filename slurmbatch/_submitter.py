@@ -34,15 +34,23 @@ from .slurm.batch import (
     batch_sbatch_command,
     fence_recovery_command,
     fenced_script,
+    lookup_command,
     parse_batch_sbatch,
+    parse_lookup,
     write_files_script,
 )
+from .slurm.commands import array_task_id
 from .spec import JobSpec
 from .transport import SSHPool
 
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["ArrayShape", "SubmitRequest", "Submitter"]
+
+
+# Seconds before each look for jobs whose sbatch answer was lost: slurmctld may still be working
+# through the request when sbatch gives up waiting for its answer.
+_LOOKUP_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @attrs.frozen
@@ -258,11 +266,60 @@ class Submitter:
             outage.over()
             self.finished_fences.append(fence)
             replies = parse_batch_sbatch(result.stdout)
+            pending, lost = await self._find_lost_answers(pending, replies)
             pending, unanswered = self._unanswered(pending, replies, controller_down)
             self._report(pending, replies, result.stderr.strip())
-            pending = unanswered
+            pending = unanswered + lost
             if pending:
                 await anyio.sleep(min(5.0, 0.5 * 2.0 ** min(controller_down.losses, 4)))
+
+    async def _find_lost_answers(
+        self, jobs: list[_Job], replies: dict[str, SbatchReply]
+    ) -> tuple[list[_Job], list[_Job]]:
+        """Look up, by their tokens, the jobs whose sbatch failed in a way that may have submitted them
+        ("Socket timed out on send/recv operation": slurmctld took the request, its answer was lost).
+
+        Jobs found get their ids in ``replies``; jobs the scheduler still does not know after a few
+        looks (slurmctld may be slow to process a request) are returned to be sent again. If the
+        scheduler cannot be asked at all, the jobs are reported failed with a warning, never sent twice.
+        """
+        lost = {j.token for j in jobs if (r := replies.get(j.token)) is not None and r.maybe_submitted}
+        if not lost:
+            return jobs, []
+        logger.warning("sbatch lost its answer for %d job(s); looking them up by their tokens", len(lost))
+        found: dict[str, str] = {}
+        looked = False
+        for pause in _LOOKUP_PAUSES:
+            await anyio.sleep(pause)
+            try:
+                result = await self._pool.script(
+                    self._slurm_setup + lookup_command(), what="looking submitted jobs up by their tokens"
+                )
+            except ConnectionLost as exc:
+                logger.info("could not look jobs up: %s", exc)
+                continue
+            if not result.ok:
+                logger.info("could not look jobs up: %s", result.stderr.strip())
+                continue
+            looked = True
+            found.update(parse_lookup(result.stdout, lost - set(found)))
+            if len(found) == len(lost):
+                break
+        for token, job_id in found.items():
+            replies[token] = SbatchReply(token, 0, job_id)
+        if not looked:
+            for token in lost - set(found):
+                said = replies[token].output
+                replies[token] = SbatchReply(
+                    token,
+                    replies[token].exit_status,
+                    f"{said} (the job may have been submitted all the same, and the scheduler could not be "
+                    f"asked; look for comment {token} in squeue --me -O JobID,Comment before submitting it "
+                    "again)",
+                )
+            return jobs, []
+        again = [j for j in jobs if j.token in lost and j.token not in found]
+        return [j for j in jobs if j not in again], again
 
     def _unanswered(
         self, jobs: list[_Job], replies: dict[str, SbatchReply], controller_down: Outage
@@ -319,7 +376,7 @@ class Submitter:
                     request.token, request.job_id = job.token, job_id
                     self._on_submitted(request)
                 else:
-                    request.token, request.job_id = f"{job.token}.{index}", f"{job_id}_{index}"
+                    request.token, request.job_id = f"{job.token}.{index}", array_task_id(job_id, index)
                     self._on_submitted(request)
                 request.done.set()
         if self._journal is not None:

@@ -31,7 +31,7 @@ from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function, runner_digest, runner_source
 from .rpc_budget import RpcBudget, TokenBucket
-from .slurm.commands import scancel_argv
+from .slurm.commands import array_task_id, scancel_commands
 from .slurm.script import render_script
 from .slurm.states import JobState
 from .spec import JobSpec
@@ -453,7 +453,7 @@ class SlurmSession:
                 job_token, _, index = entry.token.partition(".")
                 reply = (replies or {}).get(job_token)
                 if reply is not None and reply.job_id is not None:
-                    ids[entry.token] = f"{reply.job_id}_{index}" if index else reply.job_id
+                    ids[entry.token] = array_task_id(reply.job_id, int(index)) if index else reply.job_id
         return ids
 
     # ------------------------------------------------------------------------------- submission
@@ -617,24 +617,26 @@ class SlurmSession:
             return
         # The ids travel on stdin: a big map's tasks would not fit on one command line, and xargs splits
         # them over as few scancel calls as the login node's argument limit allows.
-        ids = scancel_argv([f.job_id for f in live])[1:]
-        step = self._budget.burst if self._budget is not None else len(ids)
         with anyio.CancelScope(shield=True):
-            for start in range(0, len(ids), step):
-                if self._budget is not None:
-                    await self._budget.acquire(len(ids[start : start + step]))
-                result = await retry_lost(
-                    functools.partial(
-                        self._pool.script,
-                        f"{self._slurm_setup}xargs scancel",
-                        data="\n".join(ids[start : start + step]),
-                        what="scancel",
-                    ),
-                    deadline=self._reconnect_deadline,
-                    what="cancelling jobs",
-                )
-                if not result.ok:
-                    raise SubmissionError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
+            for command, ids in scancel_commands([f.job_id for f in live]):  # one per cluster
+                step = self._budget.burst if self._budget is not None else len(ids)
+                for start in range(0, len(ids), step):
+                    if self._budget is not None:
+                        await self._budget.acquire(len(ids[start : start + step]))
+                    result = await retry_lost(
+                        functools.partial(
+                            self._pool.script,
+                            f"{self._slurm_setup}{command}",
+                            data="\n".join(ids[start : start + step]),
+                            what="scancel",
+                        ),
+                        deadline=self._reconnect_deadline,
+                        what="cancelling jobs",
+                    )
+                    if not result.ok:
+                        raise SubmissionError(
+                            f"scancel failed: {result.stderr.strip() or result.stdout.strip()}"
+                        )
         logger.info("cancelled %d job(s)", len(live))
         self._poller.request_status()
 

@@ -7,16 +7,49 @@ with the output's newlines folded to a record separator, so one bad job never hi
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
-__all__ = ["WRITE_FAILED", "SbatchReply", "batch_sbatch_command", "parse_batch_sbatch", "write_files_script"]
+__all__ = [
+    "SESSION_VARIABLES",
+    "WRITE_FAILED",
+    "SbatchReply",
+    "batch_sbatch_command",
+    "lookup_command",
+    "parse_batch_sbatch",
+    "parse_lookup",
+    "write_files_script",
+]
 
 _RS = "\x1e"
-# What sbatch says when the controller is down or restarting; the job was not submitted.
-_CONTROLLER_DOWN = ("Unable to contact slurm controller", "Socket timed out on send/recv")
+# What sbatch says when it could not reach the controller at all; the job was not submitted.
+_CONTROLLER_DOWN = ("Unable to contact slurm controller",)
+# What sbatch says when its request reached the controller but the answer did not come back: the job
+# may well exist, and must be looked up (by its token) before it is sent again.
+_MAYBE_SUBMITTED = (
+    "Socket timed out on send/recv",
+    "Zero Bytes were transmitted or received",
+    "Connection reset by peer",
+    "Connection timed out",
+)
+_PARSABLE_ID = re.compile(r"(\d+)(;[A-Za-z0-9][A-Za-z0-9_-]*)?")
+
+SESSION_VARIABLES = (
+    "SBATCH_OUTPUT",
+    "SBATCH_ERROR",
+    "SBATCH_ARRAY_INX",
+    "SBATCH_JOB_NAME",
+    "SBATCH_EXPORT",
+    "SBATCH_WAIT",
+    "SBATCH_PARSABLE",
+)
+"""``SBATCH_*`` variables of the login environment that would override what the session relies on (its
+``#SBATCH`` output paths, array range, job name, the job's environment; an sbatch that returns at once):
+environment variables beat ``#SBATCH`` lines, so they are unset for the session's sbatch calls. What a
+JobSpec sets is in the script; every other ``SBATCH_*`` variable (partition, account...) still applies."""
 
 
 # Bash builtins only, apart from sbatch itself: on a login node, process starts are what costs. With a
@@ -47,14 +80,23 @@ class SbatchReply:
         return self.exit_status != 0 and any(sign in self.output for sign in _CONTROLLER_DOWN)
 
     @property
+    def maybe_submitted(self) -> bool:
+        """True if sbatch failed in a way that may have left the job submitted (its answer was lost)."""
+        return self.exit_status != 0 and any(sign in self.output for sign in _MAYBE_SUBMITTED)
+
+    @property
     def job_id(self) -> str | None:
-        """The job id from ``--parsable`` output (``123`` or ``123;cluster``), or None on failure."""
+        """The job id from ``--parsable`` output, or None on failure.
+
+        ``--parsable`` prints ``123``, or ``123;cluster`` for a job of another cluster (kept: the job is
+        then asked about and cancelled there). The id is the one line that is nothing else: a site's
+        notices before or after it (``25 nodes are down for maintenance``) are not ids.
+        """
         if self.exit_status != 0:
             return None
-        for line in self.output.splitlines():
-            first = line.split(";", 1)[0].strip()
-            if first.isdigit():
-                return first
+        for line in reversed(self.output.splitlines()):
+            if _PARSABLE_ID.fullmatch(line.strip()):
+                return line.strip()
         return None
 
 
@@ -68,6 +110,7 @@ def batch_sbatch_command(jobs: Sequence[tuple[str, str]], *, lanes: int = 8, fen
         raise ValueError("batch_sbatch_command needs at least one job")
     lanes = max(1, min(lanes, len(jobs)))
     parts = [_submit_function(shlex.quote(f"{fence}/replies") if fence else None)]
+    parts.append("unset " + " ".join(SESSION_VARIABLES))
     # Each lane's answer file lives in a private temporary directory, removed when every lane is done.
     parts.append("sb_tmp=$(mktemp -d) || exit 75")
     for lane in range(lanes):
@@ -139,6 +182,30 @@ def parse_batch_sbatch(stdout: str) -> dict[str, SbatchReply]:
             continue
         replies[token] = SbatchReply(token, int(status), output.replace(_RS, "\n").strip())
     return replies
+
+
+def lookup_command() -> str:
+    """A command listing the user's jobs that squeue knows, as ``comment|job id|`` lines: how a job whose
+    sbatch answer was lost is found by its token (the session puts it in ``--comment``)."""
+    return "squeue --me --noheader --states=all '--Format=Comment:0|,ArrayJobID:0|'"
+
+
+def parse_lookup(stdout: str, tokens: Iterable[str]) -> dict[str, str]:
+    """The job id of each of ``tokens`` found in :func:`lookup_command`'s output (an array's own id for
+    an array job; the lowest if, against all odds, there are several)."""
+    wanted = set(tokens)
+    found: dict[str, str] = {}
+    for line in stdout.splitlines():
+        comment, _, rest = line.partition("|")
+        job_id = rest.split("|", 1)[0].strip()
+        comment = comment.strip()
+        if (
+            comment in wanted
+            and job_id.isdigit()
+            and (comment not in found or int(job_id) < int(found[comment]))
+        ):
+            found[comment] = job_id
+    return found
 
 
 def write_files_script(files: Mapping[str, bytes]) -> str:

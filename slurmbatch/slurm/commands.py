@@ -110,12 +110,12 @@ def scancel_argv(job_ids: Iterable[str]) -> list[str]:
     return ["scancel", *_cluster_option(cluster), *ids]
 
 
-def scancel_commands(job_ids: Iterable[str]) -> list[tuple[str, str]]:
-    """Cancel *job_ids* of any clusters: one ``(command, standard input)`` per cluster, the command
-    (``xargs scancel [--clusters=C]``) reading the ids from its input, so that any number of them fits
-    (xargs splits them over as few calls as the argument limit allows)."""
+def scancel_commands(job_ids: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Cancel *job_ids* of any clusters: one ``(command, ids)`` per cluster, the command (``xargs scancel
+    [--clusters=C]``) reading the ids from its standard input, one a line, so that any number of them
+    fits (xargs splits them over as few calls as the argument limit allows)."""
     return [
-        (shell_join(["xargs", "scancel", *_cluster_option(cluster)]), " ".join(ids))
+        (shell_join(["xargs", "scancel", *_cluster_option(cluster)]), ids)
         for cluster, ids in by_cluster(job_ids).items()
     ]
 

@@ -11,13 +11,16 @@ from hypothesis import strategies as st
 from slurmbatch.slurm.batch import (
     FENCED,
     NOT_STARTED,
+    SESSION_VARIABLES,
     UNFINISHED,
     WRITE_FAILED,
     SbatchReply,
     batch_sbatch_command,
     fence_recovery_command,
     fenced_script,
+    lookup_command,
     parse_batch_sbatch,
+    parse_lookup,
     write_files_script,
 )
 
@@ -67,7 +70,7 @@ def test_lanes_run_every_job_once(tmp_path: Path) -> None:
 
 
 def test_parsable_output_with_cluster_name() -> None:
-    assert SbatchReply("t", 0, "123;cluster").job_id == "123"
+    assert SbatchReply("t", 0, "123;cluster").job_id == "123;cluster"  # asked and cancelled there
     assert SbatchReply("t", 0, "sbatch: warning: something\n456").job_id == "456"
     assert SbatchReply("t", 1, "123").job_id is None
 
@@ -171,3 +174,48 @@ def test_a_batch_that_stops_early_still_marks_its_end(tmp_path: Path) -> None:
     subprocess.run(["bash", "-s"], input=script, capture_output=True, text=True, check=False)
     out = run_bash(fence_recovery_command(fence, wait_seconds=1), tmp_path)
     assert UNFINISHED not in out and NOT_STARTED not in out
+
+
+def test_site_notices_around_the_id_are_not_taken_for_it() -> None:
+    # What sbatch prints at sites that add notices (recorded through the wrapper sbatch's noisy mode).
+    output = "25 nodes are down for maintenance until Friday\n4711\n2 GPUs per user only, please"
+    assert SbatchReply("t", 0, output).job_id == "4711"
+    assert SbatchReply("t", 0, "Welcome!\n4712;gpu-cluster\nBye").job_id == "4712;gpu-cluster"
+    assert SbatchReply("t", 0, "25 nodes are down").job_id is None
+
+
+@pytest.mark.parametrize(
+    ("output", "maybe", "unreachable"),
+    [
+        ("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation", True, False),
+        ("sbatch: error: Batch job submission failed: Zero Bytes were transmitted or received", True, False),
+        (
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)",
+            False,
+            True,
+        ),
+        ("sbatch: error: Batch job submission failed: Invalid partition name specified", False, False),
+    ],
+)
+def test_errors_that_may_have_created_the_job_are_told_apart(
+    output: str, maybe: bool, unreachable: bool
+) -> None:
+    reply = SbatchReply("t", 1, output)
+    assert (reply.maybe_submitted, reply.controller_unreachable) == (maybe, unreachable)
+
+
+def test_lost_answers_are_found_by_token_in_squeues_comments() -> None:
+    # squeue --me -h -t all -O 'Comment:0|,ArrayJobID:0|' on 22.05: a running array task and a pending
+    # range of the same array share its comment and its own id.
+    stdout = "sb-aaaa|501|\nsb-bbbb|502|\nsb-bbbb|502|\n(null)|503|\nsb-cccc|\n"
+    assert parse_lookup(stdout, ["sb-bbbb", "sb-aaaa", "sb-zzzz"]) == {"sb-aaaa": "501", "sb-bbbb": "502"}
+    assert "--me" in lookup_command() and "Comment:0" in lookup_command()
+
+
+def test_sbatch_variables_the_session_relies_on_are_unset_for_its_calls(tmp_path: Path) -> None:
+    command = "export SBATCH_OUTPUT=/tmp/elsewhere SBATCH_ARRAY_INX=0-3 SBATCH_PARTITION=p\n"
+    command += 'sbatch() { echo "${SBATCH_OUTPUT:-none} ${SBATCH_ARRAY_INX:-none} $SBATCH_PARTITION" >&2; echo 9; }\n'
+    command += batch_sbatch_command([("sb-a", "/w/a.sh")], lanes=1)
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+    assert parse_batch_sbatch(done.stdout)["sb-a"].output == "none none p\n9"
+    assert set(SESSION_VARIABLES) >= {"SBATCH_OUTPUT", "SBATCH_ERROR", "SBATCH_ARRAY_INX", "SBATCH_EXPORT"}

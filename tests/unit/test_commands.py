@@ -84,3 +84,23 @@ def test_shell_join_survives_a_real_shell(argv: list[str]) -> None:
     assert shlex.split(command)[3:] == argv
     result = subprocess.run(["bash", "-c", command], capture_output=True, check=True)
     assert result.stdout.decode().split("\0")[1:-1] == argv
+
+
+def test_jobs_of_other_clusters_are_asked_and_cancelled_there() -> None:
+    from slurmbatch.slurm.commands import array_task_id, scancel_commands, split_cluster
+
+    assert split_cluster("123_4;c1") == ("123_4", "c1") and split_cluster("123") == ("123", None)
+    assert array_task_id("123;c1", 4) == "123_4;c1" and array_task_id("123", 4) == "123_4"
+    assert squeue_argv(["7;c1", "8_1;c1"])[:2] == ["squeue", "--clusters=c1"]
+    assert "--jobs=7,8_1" in squeue_argv(["7;c1", "8_1;c1"])
+    assert sacct_argv(["7;c1"])[:2] == ["sacct", "--clusters=c1"]
+    assert scancel_argv(["7;c1"]) == ["scancel", "--clusters=c1", "7"]
+    assert scancel_commands(["5", "7;c1", "6_2", "8;c2"]) == [
+        ("xargs scancel", ["5", "6_2"]),
+        ("xargs scancel --clusters=c1", ["7"]),
+        ("xargs scancel --clusters=c2", ["8"]),
+    ]
+    with pytest.raises(ValueError, match="several clusters"):
+        squeue_argv(["5", "7;c1"])
+    with pytest.raises(ValueError, match="not a Slurm job id"):
+        scancel_argv(["7;c1; rm -rf ~"])
