@@ -98,9 +98,9 @@ class SlurmWrappers:
         self._write(command, body + "exit $sb_rc\n", None)
 
     def killing_its_shell(self, command: str, *, times: int | None = None) -> None:
-        """``command`` kills the shell that started it (a login shell dying under a remote command), so
-        the reply ends early."""
-        self._write(command, "kill -9 $PPID\nexit 1\n", times)
+        """``command`` kills its whole process group: the remote command's shell and everything it
+        started die (a login shell killed under a remote command), so the reply ends early."""
+        self._write(command, "kill -9 0\nexit 1\n", times)
 
     def calls(self, command: str) -> int:
         """How many calls of ``command`` took a misbehaving turn (for wrappers with ``times``)."""

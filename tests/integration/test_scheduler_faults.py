@@ -19,11 +19,11 @@ import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import JobFailed, JobFuture, JobSpec, SlurmSession
+from slurmbatch import JobCancelled, JobFailed, JobFuture, JobSpec, SlurmSession
 from slurmbatch.testing import ClusterSettings
 from slurmbatch.testing.wrappers import ZERO_BYTES, SlurmWrappers
 
-from .conftest import session_options
+from .conftest import login_shell, session_options
 from .fault_table import ROWS, FaultRow
 from .test_faults import duplicates_and_orphans
 
@@ -117,14 +117,38 @@ async def test_a_failing_sacct_leaves_squeues_answers_standing(
     slurm_cluster: ClusterSettings, wrappers: SlurmWrappers, anyio_backend: str
 ) -> None:
     wrappers.failing("sacct")
-    options = session_options(slurm_cluster, slurm_setup=wrappers.setup_lines)
+    # Queries only when asked (the first one comes with the first job).
+    options = session_options(slurm_cluster, slurm_setup=wrappers.setup_lines, status_interval=(300, 300))
     async with SlurmSession("127.0.0.1", **options) as session:
         futures, results = await run_jobs(session)
+        # A job squeue forgets before the session hears how it ended: only sacct (failing) could tell.
+        forgotten = await session.submit(square, (1,), JobSpec(options={"hold": True}))
+        login_shell(slurm_cluster, f"scancel {forgotten.job_id}")
+        await until_squeue_says(slurm_cluster, forgotten.job_id, "")
+        # And a job that ends without a result while squeue still knows it.
         broken = await session.submit(square, (1,), JobSpec(prerun_commands=["exit 4"]))
+        await until_squeue_says(slurm_cluster, broken.job_id, "FAILED")
+        session._poller.request_status()
+        # Each later query asks squeue about one and sacct about the other: squeue's answer stands.
         with anyio.fail_after(60), pytest.raises(JobFailed) as failed:
             await broken
         assert failed.value.exit_code == 4
+        assert not forgotten.done()  # its fate is unknown while sacct fails: nothing was concluded
+        wrappers.remove("sacct")  # sacct answers again: now it is learnt
+        session._poller.request_status()
+        with anyio.fail_after(60), pytest.raises(JobCancelled):
+            await forgotten
     await check_and_record(slurm_cluster, "sacct fails (exit 1)", anyio_backend, futures, results, 0.0)
+
+
+async def until_squeue_says(cluster: ClusterSettings, job_id: str, state: str) -> None:
+    """Wait until squeue shows job ``job_id`` in ``state`` ("": not at all any more)."""
+    for _ in range(120):
+        seen = login_shell(cluster, f"squeue -h -t all -j {job_id} -o %T 2>/dev/null || true").strip()
+        if seen == state:
+            return
+        await anyio.sleep(0.5)
+    raise AssertionError(f"squeue still says {seen!r} of job {job_id}, not {state!r}")
 
 
 async def test_a_status_command_whose_shell_died_is_no_answer(
@@ -174,11 +198,13 @@ async def test_sbatch_that_created_the_job_but_lost_its_answer_submits_once(
 async def test_sbatch_printing_site_notices_around_the_id(
     slurm_cluster: ClusterSettings, wrappers: SlurmWrappers, anyio_backend: str
 ) -> None:
-    wrappers.noisy("sbatch", before=["25 nodes are down for maintenance until Friday"], after=["Cite us!"])
+    # A site that prints the user's remaining allocation: a number line before the job id.
+    notices = ["25 nodes are down for maintenance until Friday", "Core-hours left this quarter:", "51234"]
+    wrappers.noisy("sbatch", before=notices, after=["Cite us!"])
     options = session_options(slurm_cluster, slurm_setup=wrappers.setup_lines)
     async with SlurmSession("127.0.0.1", **options) as session:
         futures, results = await run_jobs(session)
-        assert all(f.job_id.split("_")[0].isdigit() and f.job_id != "25" for f in futures)
+        assert all(f.job_id.split("_")[0] != "51234" for f in futures)
     await check_and_record(slurm_cluster, "sbatch prints site notices", anyio_backend, futures, results, 0.0)
 
 
