@@ -29,32 +29,22 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import JobFailed, JobOutOfMemory, RemoteEnvironmentError, SlurmBatchError, SubmissionError
+from ._errors import SlurmBatchError, SubmissionError
 from ._journal import Journal
+from ._outcomes import Ended, ended_failure, forgotten_status, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
 from ._status_loop import StatusLoop, never_start_message
 from ._watcher import ResultWatcher
 from .future import JobFuture
-from .payload import unpack_outcome
 from .rpc_budget import TokenBucket
-from .slurm.states import JobState, JobStatus, failure_for
+from .slurm.states import JobState, JobStatus
 from .transport import SSHPool
 
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["Poller"]
 
-_STDERR_TAIL_LINES = 20
 _ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
-
-
-@attrs.define
-class _Ended:
-    """A job the scheduler called ended while no result file of it was known."""
-
-    status: JobStatus
-    settle_at: float
-    seen: int = 1  # status queries in a row that called it ended
 
 
 class Poller:
@@ -111,7 +101,7 @@ class Poller:
         # before sbatch's answer reaches us, and other sessions may share the directory).
         self._present: set[str] = set()
         self._ready: set[str] = set()  # live tokens in _present: to collect now
-        self._ended: dict[str, _Ended] = {}  # by token
+        self._ended: dict[str, Ended] = {}  # by token
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -140,7 +130,7 @@ class Poller:
             slurm_setup=slurm_setup,
             candidates=self._candidates,
             report=self._on_status,
-            forgotten=lambda future: self._note_ended(future, _forgotten(future)),
+            forgotten=lambda future: self._note_ended(future, forgotten_status(future)),
             never_start=self._cancel_never_starting,
             answered=self._on_answer,
         )
@@ -365,7 +355,7 @@ class Poller:
     def _note_ended(self, future: JobFuture[Any], status: JobStatus) -> None:
         ended = self._ended.get(future.token)
         if ended is None:
-            self._ended[future.token] = _Ended(status, anyio.current_time() + _ENDED_GRACE)
+            self._ended[future.token] = Ended(status, anyio.current_time() + _ENDED_GRACE)
             self._wakeup.set()
         else:
             ended.seen += 1
@@ -399,18 +389,12 @@ class Poller:
             data = contents.get(path)
             if data is None or future.done():
                 continue
-            try:
-                value = unpack_outcome(data, job_id=future.job_id, source_file=future._source_file)
-            except RemoteEnvironmentError as exc:
-                failure: Exception = exc
-                if future.token in self._files_lost:  # e.g. its arguments file was gone when it started
-                    failure = self._files_lost_error(future, JobStatus(JobState.FAILED), str(exc))
-                    failure.__cause__ = exc
-                self.resolve(future, exc=failure, state=JobState.FAILED)
-            except Exception as exc:
-                self.resolve(future, exc=exc, state=JobState.FAILED)
+            files_lost = future.token in self._files_lost
+            outcome = result_outcome(data, future, files_lost=files_lost, workdir=self._layout.workdir)
+            if outcome.error is None:
+                self.resolve(future, value=outcome.value)
             else:
-                self.resolve(future, value=value)
+                self.resolve(future, exc=outcome.error, state=JobState.FAILED)
             collected.append(path)
         return collected
 
@@ -438,9 +422,7 @@ class Poller:
                 self._journal.flush()
             await sftp.remove_many(collected)
         tails = {
-            stderrs[path]: "\n".join(data.decode(errors="replace").splitlines()[-_STDERR_TAIL_LINES:])
-            for path, data in contents.items()
-            if path in stderrs and data
+            stderrs[path]: stderr_tail(data) for path, data in contents.items() if path in stderrs and data
         }
         unconfirmed = [(f, e) for f, e in due if not f.done() and e.seen < 2]
         if unconfirmed:
@@ -451,53 +433,13 @@ class Poller:
                 self._ended[future.token] = attrs.evolve(ended, settle_at=now + _ENDED_GRACE)
         self._fail_ended([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
 
-    def _files_lost_error(self, future: JobFuture[Any], status: JobStatus, detail: str) -> JobFailed:
-        return _ended_without_result(
-            future,
-            status,
-            f"a result: the remote work directory {self._layout.workdir} was removed while the job was "
-            "queued or running, and its files with it. The session has recreated the directory; submit the "
-            "job again.",
-            detail,
-        )
-
     def _fail_ended(self, ended: Iterable[tuple[JobFuture[Any], JobStatus]], tails: dict[str, str]) -> None:
         for future, status in ended:
-            tail = tails.get(future.token, "")
-            if future.token in self._files_lost:
-                exc: JobFailed = self._files_lost_error(future, status, tail)
-            elif status.state is JobState.COMPLETED or status.state is JobState.UNKNOWN:
-                exc = _ended_without_result(
-                    future,
-                    status,
-                    "writing a result: the job script failed before or after the function ran (see its stderr).",
-                    tail,
-                )
-            else:
-                exc = failure_for(status, job_id=future.job_id, stderr_tail=tail)
-            self.resolve(
+            exc, state = ended_failure(
                 future,
-                exc=exc,
-                state=JobState.OUT_OF_MEMORY if isinstance(exc, JobOutOfMemory) else status.state,
+                status,
+                tails.get(future.token, ""),
+                files_lost=future.token in self._files_lost,
+                workdir=self._layout.workdir,
             )
-
-
-def _ended_without_result(future: JobFuture[Any], status: JobStatus, why: str, tail: str) -> JobFailed:
-    """``JobFailed``: job ``future`` ended in ``status`` without ``why``."""
-    return JobFailed(
-        f"Job {future.job_id} ended ({status.raw_state or status.state.name}) without {why}",
-        job_id=future.job_id,
-        state=status.state.name,
-        exit_code=status.exit_code,
-        signal=status.signal,
-        stderr_tail=tail,
-    )
-
-
-def _forgotten(future: JobFuture[Any]) -> JobStatus:
-    """How a job ended that neither squeue nor sacct knows."""
-    if "_" in future.job_id and future.state is JobState.PENDING:
-        # Slurm keeps the pending tasks of an array in one record; scancel of one of them just drops
-        # it from that record, and no job completion record is ever written for it.
-        return JobStatus(JobState.CANCELLED, raw_state="CANCELLED (removed from its array while pending)")
-    return JobStatus(JobState.UNKNOWN, raw_state="unknown to squeue and sacct")
+            self.resolve(future, exc=exc, state=state)

@@ -127,6 +127,8 @@ class Submitter:
         self._uploading: dict[str, anyio.Event] = {}
         self.batches = 0
         self.sbatch_calls = 0
+        #: Argument tables of array jobs uploaded by SFTP.
+        self.tables_uploaded = 0
 
     def forget_uploads(self) -> None:
         """The remote work directory was recreated: upload functions and large arguments again."""
@@ -222,13 +224,24 @@ class Submitter:
         if self._budget is not None:
             await self._budget.acquire(len(jobs))
         files = self._files(jobs)
+        # An array's packed argument table may be megabytes: it travels by SFTP, not in the script on
+        # bash's standard input (bash reads a script a byte per system call).
+        tables = {
+            self._layout.arguments(j.token): files.pop(self._layout.arguments(j.token))
+            for j in jobs
+            if j.array
+        }
+        if tables:
+            await self._upload_tables(tables)
         outage = Outage(self._reconnect_deadline)
         controller_down = Outage(self._reconnect_deadline)
         pending = list(jobs)
         while pending:
             fence = self._layout.fence(new_token())
             stale, self.finished_fences = self.finished_fences, []
-            body = write_files_script({p: files[p] for j in pending for p in self._job_files(j)})
+            body = write_files_script(
+                {p: files[p] for j in pending for p in self._job_files(j) if p in files}
+            )
             if stale:
                 body += "\nrm -rf -- " + " ".join(shlex.quote(f) for f in stale)
             body += "\n" + self._slurm_setup
@@ -435,6 +448,25 @@ class Submitter:
         if missing:
             # The batch that was uploading them failed: upload them with this batch.
             await self._upload_shared({d: shared[d] for d in missing})
+
+    async def _upload_tables(self, tables: Mapping[str, bytes]) -> None:
+        """Upload the argument tables of array jobs, before the command that submits them runs."""
+
+        async def upload() -> None:
+            async with self._pool.sftp() as sftp:
+                await sftp.put_many(tables)
+
+        try:
+            await retry_lost(
+                upload, deadline=self._reconnect_deadline, what=f"uploading {len(tables)} argument table(s)"
+            )
+        except OSError as exc:
+            raise SubmissionError(
+                f"Could not write the arguments of {len(tables)} array job(s) in {self._layout.jobs_dir} on the "
+                f"login node, so they were not submitted: {exc}. If the disk is full or your quota exceeded, "
+                "free space there (df -h, quota -s), or pass remote_workdir= a directory with room."
+            ) from exc
+        self.tables_uploaded += len(tables)
 
     async def _upload_shared(self, files: Mapping[str, bytes]) -> None:
         async def upload() -> None:

@@ -229,3 +229,20 @@ async def test_sbatch_variables_of_the_login_environment_do_not_redirect_the_ses
     ROWS.append(
         FaultRow("SBATCH_OUTPUT/ERROR/ARRAY_INX in the login environment", anyio_backend, 4, 4, 0, 0, 0.0)
     )
+
+
+def length(text: str) -> int:
+    return len(text)
+
+
+async def test_a_large_maps_argument_table_travels_by_sftp(
+    slurm_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    # 300 calls of 4 KB each: a 1.2 MB table, which bash would read from its standard input a byte per
+    # system call.
+    words = [f"{i:04d}" * 1000 for i in range(300)]
+    async with SlurmSession("127.0.0.1", **session_options(slurm_cluster)) as session:
+        futures = await session.map(length, words)
+        with anyio.fail_after(120):
+            assert [await f for f in futures] == [4000] * 300
+        assert session._submitter.tables_uploaded == 1
