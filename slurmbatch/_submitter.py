@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -22,8 +22,10 @@ from anyio.abc import TaskStatus
 
 from ._errors import ConnectionLost, SubmissionError
 from ._journal import Journal
+from ._lost_answers import look_up_tokens
 from ._reconnect import Outage, retry_lost
 from ._remote_layout import RemoteLayout, new_token
+from ._uploads import Uploads
 from .future import JobFuture
 from .payload import FunctionBlob, PackedCall, pack_argument_table
 from .rpc_budget import TokenBucket
@@ -34,9 +36,7 @@ from .slurm.batch import (
     batch_sbatch_command,
     fence_recovery_command,
     fenced_script,
-    lookup_command,
     parse_batch_sbatch,
-    parse_lookup,
     write_files_script,
 )
 from .slurm.commands import array_task_id
@@ -46,11 +46,6 @@ from .transport import SSHPool
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["ArrayShape", "SubmitRequest", "Submitter"]
-
-
-# Seconds before each look for jobs whose sbatch answer was lost: slurmctld may still be working
-# through the request when sbatch gives up waiting for its answer.
-_LOOKUP_PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
 @attrs.frozen
@@ -121,18 +116,18 @@ class Submitter:
         self._max_batch = max_batch
         self._window = window
         self._send, self._receive = anyio.create_memory_object_stream[list[SubmitRequest]](math.inf)
-        # Content-addressed files (functions, large arguments) already on the remote side, and those being
-        # uploaded right now: two batches never write the same file while a job may be reading it.
-        self._uploaded: set[str] = set()
-        self._uploading: dict[str, anyio.Event] = {}
+        self._uploads = Uploads(pool, layout, reconnect_deadline=reconnect_deadline)
         self.batches = 0
         self.sbatch_calls = 0
-        #: Argument tables of array jobs uploaded by SFTP.
-        self.tables_uploaded = 0
 
     def forget_uploads(self) -> None:
         """The remote work directory was recreated: upload functions and large arguments again."""
-        self._uploaded.clear()
+        self._uploads.forget()
+
+    @property
+    def tables_uploaded(self) -> int:
+        """Argument tables of array jobs uploaded by SFTP."""
+        return self._uploads.tables_uploaded
 
     async def submit(self, request: SubmitRequest) -> None:
         """Queue ``request`` and wait until sbatch answered for it; ``request.future`` is then set.
@@ -232,7 +227,7 @@ class Submitter:
             if j.array
         }
         if tables:
-            await self._upload_tables(tables)
+            await self._uploads.tables(tables)
         outage = Outage(self._reconnect_deadline)
         controller_down = Outage(self._reconnect_deadline)
         pending = list(jobs)
@@ -300,24 +295,7 @@ class Submitter:
         if not lost:
             return jobs, []
         logger.warning("sbatch lost its answer for %d job(s); looking them up by their tokens", len(lost))
-        found: dict[str, str] = {}
-        looked = False
-        for pause in _LOOKUP_PAUSES:
-            await anyio.sleep(pause)
-            try:
-                result = await self._pool.script(
-                    self._slurm_setup + lookup_command(), what="looking submitted jobs up by their tokens"
-                )
-            except ConnectionLost as exc:
-                logger.info("could not look jobs up: %s", exc)
-                continue
-            if not result.ok:
-                logger.info("could not look jobs up: %s", result.stderr.strip())
-                continue
-            looked = True
-            found.update(parse_lookup(result.stdout, lost - set(found)))
-            if len(found) == len(lost):
-                break
+        found, looked = await look_up_tokens(self._pool, self._slurm_setup, lost)
         for token, job_id in found.items():
             replies[token] = SbatchReply(token, 0, job_id)
         if not looked:
@@ -427,55 +405,9 @@ class Submitter:
 
     async def _upload_shared_files(self, jobs: Sequence[_Job]) -> None:
         """Upload the content-addressed files (functions, large arguments) the jobs need and lack."""
-        shared: dict[str, bytes] = {}  # content-addressed: functions and large arguments
+        shared: dict[str, bytes] = {}
         for job in jobs:
             for request in job.requests:
                 shared.setdefault(request.function.digest, request.function.data)
                 shared.update(request.call.blobs)
-        mine = {d: data for d, data in shared.items() if d not in self._uploaded and d not in self._uploading}
-        waits = [self._uploading[d] for d in shared if d in self._uploading]
-        for digest in mine:
-            self._uploading[digest] = anyio.Event()
-        try:
-            if mine:
-                await self._upload_shared(mine)
-        finally:
-            for digest in mine:
-                self._uploading.pop(digest).set()
-        for event in waits:
-            await event.wait()
-        missing = {d for d in shared if d not in self._uploaded}
-        if missing:
-            # The batch that was uploading them failed: upload them with this batch.
-            await self._upload_shared({d: shared[d] for d in missing})
-
-    async def _upload_tables(self, tables: Mapping[str, bytes]) -> None:
-        """Upload the argument tables of array jobs, before the command that submits them runs."""
-
-        async def upload() -> None:
-            async with self._pool.sftp() as sftp:
-                await sftp.put_many(tables)
-
-        try:
-            await retry_lost(
-                upload, deadline=self._reconnect_deadline, what=f"uploading {len(tables)} argument table(s)"
-            )
-        except OSError as exc:
-            raise SubmissionError(
-                f"Could not write the arguments of {len(tables)} array job(s) in {self._layout.jobs_dir} on the "
-                f"login node, so they were not submitted: {exc}. If the disk is full or your quota exceeded, "
-                "free space there (df -h, quota -s), or pass remote_workdir= a directory with room."
-            ) from exc
-        self.tables_uploaded += len(tables)
-
-    async def _upload_shared(self, files: Mapping[str, bytes]) -> None:
-        async def upload() -> None:
-            # A temporary name first: a job of another batch may be reading the final name.
-            staged = {digest: f"{self._layout.function(digest)}.{new_token()}.part" for digest in files}
-            async with self._pool.sftp() as sftp:
-                await sftp.put_many({staged[d]: data for d, data in files.items()})
-                for digest, path in staged.items():
-                    await sftp.rename(path, self._layout.function(digest))
-
-        await retry_lost(upload, deadline=self._reconnect_deadline, what=f"uploading {len(files)} file(s)")
-        self._uploaded.update(files)
+        await self._uploads.shared_files(shared)
