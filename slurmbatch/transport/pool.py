@@ -42,9 +42,10 @@ from slurmbatch._errors import ConnectError, IncompleteReply, SessionClosedError
 
 from ._backoff import reconnect_delays, refusal_pause
 from ._bridge import AsyncioBridge
-from ._channel import ChannelNotOpened, start_output_process, start_sftp, stop_process
+from ._channel import ChannelNotOpened, SFTPUnavailable, start_output_process, start_sftp, stop_process
 from ._connect import Target, connect, explain, is_throttling, is_unreachable, load_options
 from ._exec import run_command
+from .exec_files import ExecFileSession
 from .framing import ScriptFrame
 from .result import CommandResult
 from .settings import ConnectSettings
@@ -139,6 +140,10 @@ class SSHPool:
         self._last_attempt_at: float | None = None
         self._arrivals = 0
         self._failure: _Failure | None = None
+        #: What the login shell's start-up files printed on standard output before a script, if anything.
+        self.startup_output = ""
+        #: Why files travel over exec channels instead of SFTP, once that was found out; else None.
+        self.sftp_unavailable: str | None = None
 
         self._opened = 0
         self._lost = 0
@@ -250,6 +255,8 @@ class SSHPool:
         except IncompleteReply as incomplete:
             incomplete.host = self._target.alias
             raise
+        if reply.preamble and not self.startup_output:
+            self.startup_output = reply.preamble
         return CommandResult(
             command=body,
             exit_status=reply.exit_status,
@@ -259,11 +266,15 @@ class SSHPool:
         )
 
     @asynccontextmanager
-    async def sftp(self) -> AsyncIterator[SFTPClient]:
+    async def sftp(self) -> AsyncIterator[SFTPClient | ExecFileSession]:
         """Open one SFTP session, for a batch of file operations, and close it when the block ends.
 
         The session occupies one channel of the pool for the whole block, so keep blocks short and put
         many operations in each.
+
+        Where the login node has no usable SFTP (no subsystem, or start-up files of the login shell that
+        print and so garble it), the block gets an `ExecFileSession` instead, with the same methods over
+        exec channels, and a warning says once why and how to fix it.
 
         Cancellation: cancelling the block closes the session without waiting for the server to confirm.
 
@@ -273,21 +284,51 @@ class SSHPool:
         """
 
         async def start_on(connection: _Connection) -> asyncssh.SFTPClient:
-            return await self._bridge.call(start_sftp, connection.ssh)
+            return await self._bridge.call(start_sftp, connection.ssh, self._settings.connect_timeout)
 
-        ticket = self._arrive()
-        async with self._slots:
-            connection, session = await self._on_a_channel(ticket, start_on)
-            try:
-                yield SFTPClient(self._bridge, session, self._target)
-            except BaseException:
-                self._bridge.call_soon(session.exit)
-                raise
-            else:
-                with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-                    await self._bridge.call(_close_sftp, session)
-            finally:
-                self._release(connection)
+        unavailable: SFTPUnavailable | None = None
+        if self.sftp_unavailable is None:
+            ticket = self._arrive()
+            async with self._slots:
+                try:
+                    connection, session = await self._on_a_channel(ticket, start_on)
+                except SFTPUnavailable as error:
+                    unavailable = error
+                else:
+                    try:
+                        yield SFTPClient(self._bridge, session, self._target)
+                    except BaseException:
+                        self._bridge.call_soon(session.exit)
+                        raise
+                    else:
+                        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                            await self._bridge.call(_close_sftp, session)
+                    finally:
+                        self._release(connection)
+                    return
+        if unavailable is not None:
+            await self._note_sftp_unavailable(unavailable)  # outside the slot: it runs a command itself
+        yield ExecFileSession(self)
+
+    async def _note_sftp_unavailable(self, error: SFTPUnavailable) -> None:
+        """Say once why files now travel over exec channels, and what would fix it."""
+        if error.garbled:
+            shell = (await self.script('printf %s "$SHELL"', what="asking for the login shell")).stdout
+            printed = f" ({self.startup_output.strip()[:120]!r})" if self.startup_output.strip() else ""
+            files = "~/.cshrc or ~/.tcshrc" if shell.endswith("csh") else "~/.bashrc (and files it sources)"
+            self.sftp_unavailable = (
+                f"SFTP to {self._target.address} is garbled: sshd starts its sftp-server through your login "
+                f"shell {shell or '(unknown)'}, and a start-up file prints to standard output{printed}. "
+                f"Files now travel over exec channels, which is slower. To fix it, make {files} print only "
+                "in interactive shells: guard the line with `[ -t 1 ] &&` or `case $- in *i*) ... ;; esac` "
+                "(bash), or `if ($?prompt) then ... endif` (tcsh)."
+            )
+        else:
+            self.sftp_unavailable = (
+                f"{self._target.address} offers no SFTP subsystem ({error.cause}); files now travel over exec "
+                "channels, which is slower. Ask the site whether SFTP can be enabled."
+            )
+        logger.warning("%s", self.sftp_unavailable)
 
     @asynccontextmanager
     async def stream(self, command: str) -> AsyncIterator[LineStream]:
