@@ -43,7 +43,7 @@ from slurmbatch._errors import ConnectError, SessionClosedError, SlurmBatchError
 from ._backoff import reconnect_delays, refusal_pause
 from ._bridge import AsyncioBridge
 from ._channel import ChannelNotOpened, start_output_process, start_sftp, stop_process
-from ._connect import Target, connect, explain, is_throttling, is_unreachable, load_options
+from ._connect import Route, connect, explain, is_throttling, is_unreachable, load_route, target_of
 from ._exec import run_command
 from .result import CommandResult
 from .settings import ConnectSettings
@@ -131,8 +131,8 @@ class SSHPool:
         self._opening = 0
         self._closed = False
 
-        self._options: asyncssh.SSHClientConnectionOptions | None = None
-        self._target = Target.of(settings, None)
+        self._route: Route | None = None
+        self._target = target_of(settings, None)
         self._ever_connected = False
         self._outage_since: float | None = None
         self._last_attempt_at: float | None = None
@@ -428,10 +428,10 @@ class SSHPool:
         while True:
             await self._pace()
             try:
-                if self._options is None:
-                    self._options = await self._bridge.call(load_options, self._settings)
-                    self._target = Target.of(self._settings, self._options)
-                ssh = await self._bridge.call(connect, self._settings, self._options)
+                if self._route is None:
+                    self._route = await self._bridge.call(load_route, self._settings)
+                    self._target = target_of(self._settings, self._route)
+                ssh = await self._bridge.call(connect, self._settings, self._route)
             except SlurmBatchError:
                 raise
             except Exception as error:
@@ -472,7 +472,7 @@ class SSHPool:
         return min(delay, remaining) if remaining > 0 else None
 
     def _give_up(self, error: Exception) -> ConnectError:
-        explained = explain(self._settings, self._options, error)
+        explained = explain(self._settings, self._route, error)
         if self._outage_since is None:
             return explained
         waited = anyio.current_time() - self._outage_since
