@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from slurmbatch.testing._configs import ClusterOptions, slurm_conf, ssh_client_config, sshd_config
+from slurmbatch.testing._configs import ClusterOptions, slurm_conf
 from slurmbatch.testing._layout import ClusterLayout, ClusterPorts, free_ports
+from slurmbatch.testing._ssh_configs import SshdVariant, ssh_client_config, sshd_config
 
 LAYOUT = ClusterLayout(
     state_dir=Path("/state/cluster"),
@@ -44,7 +45,7 @@ def test_accounting_switches_between_none_and_slurmdbd() -> None:
 
 
 def test_sshd_config_carries_limits_and_slurm_conf() -> None:
-    text = sshd_config(LAYOUT, ClusterOptions(max_sessions=3, max_startups="2:50:4"), user="u", port=2222)
+    text = sshd_config(LAYOUT, SshdVariant(max_sessions=3, max_startups="2:50:4"), user="u", port=2222)
     assert "MaxSessions 3" in text.splitlines()
     assert "MaxStartups 2:50:4" in text.splitlines()
     assert "ListenAddress 127.0.0.1" in text.splitlines()
