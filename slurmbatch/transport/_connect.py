@@ -96,7 +96,7 @@ def _describe_jump(settings: ConnectSettings, target: Target, failure: JumpFaile
     inner = failure.error
     if failure.forwarding_to is None:
         why = _describe(failure.settings, hop_options, hop, inner)
-        return f"cannot reach {target.address}: its jump host {hop.address} failed: {why}"
+        return f"cannot reach {target.address}: the jump host failed: {why}"
     reason = inner.reason if isinstance(inner, asyncssh.ChannelOpenError) else str(inner)
     code = inner.code if isinstance(inner, asyncssh.ChannelOpenError) else None
     if code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:

@@ -161,7 +161,7 @@ async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHCli
                 opened = await _connect_one(hop.settings.host, hop.options, tunnel)
             except asyncssh.ChannelOpenError as error:
                 previous = route.jumps[index - 1]
-                where = Target.of(hop.settings, hop.options).address
+                where = _host_port(Target.of(hop.settings, hop.options))
                 raise JumpFailed(previous.settings, previous, error, forwarding_to=where) from error
             except Exception as error:
                 raise JumpFailed(hop.settings, hop, error) from error
@@ -171,7 +171,7 @@ async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHCli
             connection = await _connect_one(settings.host, route.options, tunnel)
         except asyncssh.ChannelOpenError as error:
             last = route.jumps[-1]
-            where = Target.of(settings, route.options).address
+            where = _host_port(Target.of(settings, route.options))
             raise JumpFailed(last.settings, last, error, forwarding_to=where) from error
         except (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError) as error:
             if tunnel is None and route.options.proxy_command:
@@ -198,3 +198,7 @@ async def _connect_one(
         # config=None: the options already hold the parsed ssh config; don't read the files again.
         return await asyncssh.connect(host, options=options, config=None)
     return await asyncssh.connect(host, options=options, config=None, tunnel=tunnel)
+
+
+def _host_port(target: Target) -> str:
+    return f"{target.host}:{target.port}"

@@ -42,7 +42,7 @@ def test_hops_are_read_in_order(value: str, hops: tuple[JumpHop, ...]) -> None:
     ],
 )
 def test_bad_values_name_the_bad_part(value: str, words: str) -> None:
-    with pytest.raises(ProxyJumpError, match=None) as raised:
+    with pytest.raises(ProxyJumpError) as raised:
         parse_proxy_jump(value)
     assert words in str(raised.value)
     assert repr(value) in str(raised.value)
