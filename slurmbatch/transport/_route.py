@@ -190,13 +190,9 @@ async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHCli
 async def _connect_one(
     host: str, options: asyncssh.SSHClientConnectionOptions, tunnel: asyncssh.SSHClientConnection | None
 ) -> asyncssh.SSHClientConnection:
-    if tunnel is None:
-        if isinstance(options.tunnel, str):
-            # Resolved by load_route into the hops before this one: never let asyncssh open it again
-            # (without the config files it would not know the aliases).
-            return await asyncssh.connect(host, options=options, config=None, tunnel=None)
-        # config=None: the options already hold the parsed ssh config; don't read the files again.
-        return await asyncssh.connect(host, options=options, config=None)
+    # config=None: the options already hold the parsed ssh config; don't read the files again. tunnel is
+    # always given: a ProxyJump of the options was resolved by load_route into the hops before this one,
+    # and asyncssh must not open it again (without the config files it would not know the aliases).
     return await asyncssh.connect(host, options=options, config=None, tunnel=tunnel)
 
 
