@@ -117,12 +117,14 @@ def ensure_login_user(name: str, *, shell: str, dotfiles: Mapping[str, str]) -> 
     ``dotfiles`` maps paths relative to the home directory to their text.
     """
     check_name(name)
-    for path in dotfiles:
+    normalized: dict[str, str] = {}
+    for path, text in dotfiles.items():
         relative = PurePosixPath(path)
         if relative.is_absolute() or ".." in relative.parts or not relative.parts:
             raise ValueError(
                 f"dotfiles key {path!r} must be a path inside the home directory, like '.bashrc'."
             )
+        normalized[str(relative)] = text
     ensure_shell(shell)
     try:
         user = pwd.getpwnam(name)
@@ -135,7 +137,7 @@ def ensure_login_user(name: str, *, shell: str, dotfiles: Mapping[str, str]) -> 
     # useradd locks the password ("!") and sshd then refuses even key logins; "*" is "no password".
     run(["usermod", "-p", "*", name])
     user = pwd.getpwnam(name)
-    _write_dotfiles(user, dotfiles)
+    _write_dotfiles(user, normalized)
     return user
 
 
@@ -152,8 +154,11 @@ def _write_dotfiles(user: pwd.struct_passwd, dotfiles: Mapping[str, str]) -> Non
             if target.is_file() or target.is_symlink():
                 target.unlink()
             continue
+        # Written as root into a directory the user owns: never follow a link out of the home directory.
+        if any((home / parent).is_symlink() for parent in target.relative_to(home).parents):
+            raise ClusterError(f"{target.parent} is a symbolic link; remove it, then add the user again.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Written as root, then handed over: the directories too, or the shell could not read them.
+        # Handed over to the user: the directories too, or the shell could not read them.
         for directory in [*reversed(target.relative_to(home).parents)][1:]:
             os.chown(home / directory, user.pw_uid, user.pw_gid)
         if target.is_symlink():
