@@ -21,7 +21,6 @@ from . import _install, _login_users
 from ._cluster_settings import ClusterSettings
 from ._layout import ClusterLayout, free_ports
 from ._processes import ClusterError, Daemon, children_of, kill_all, succeeds, wait_until
-from ._slurm_daemons import register_accounting_user
 from ._ssh_configs import JumpClientConfig, SshdVariant, jump_client_config, ssh_client_config, sshd_config
 from ._state import StateFile, daemons_of
 
@@ -159,8 +158,6 @@ class LoginNodes:
             )
         _login_users.ensure_login_group(self.job_user)
         user = _login_users.ensure_login_user(name, shell=shell, dotfiles=dotfiles)
-        if base.slurmdbd:
-            register_accounting_user(self.store, layout, name)
         state = self.store.require()
         if name not in state.setdefault("login_users", []):
             state["login_users"].append(name)

@@ -160,6 +160,8 @@ async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHCli
             try:
                 opened = await _connect_one(hop.settings.host, hop.options, tunnel)
             except asyncssh.ChannelOpenError as error:
+                if index == 0:
+                    raise JumpFailed(hop.settings, hop, error) from error
                 previous = route.jumps[index - 1]
                 where = _host_port(Target.of(hop.settings, hop.options))
                 raise JumpFailed(previous.settings, previous, error, forwarding_to=where) from error
