@@ -42,6 +42,7 @@ class JumpHosts:
     - ``login-via-chain``: ``ProxyJump jump,jump2`` (``jump2`` reached through ``jump``);
     - ``login-via-proxy-command``: ``ProxyCommand ssh -F ssh_config -W %h:%p jump``;
     - ``login-via-no-forwarding``: through ``jump-no-forwarding``, whose sshd has ``AllowTcpForwarding no``;
+    - ``login-via-chain-no-forwarding``: ``ProxyJump jump-no-forwarding,jump2``;
     - ``login-via-down-jump``: through ``jump-down``, a port nothing listens on;
     - ``login-via-wrong-key-jump``: through ``jump-wrong-key``, which offers a key no sshd accepts.
 
@@ -62,6 +63,7 @@ class JumpHosts:
         "login-via-chain",
         "login-via-proxy-command",
         "login-via-no-forwarding",
+        "login-via-chain-no-forwarding",
         "login-via-down-jump",
         "login-via-wrong-key-jump",
     )

@@ -141,10 +141,11 @@ class JumpClientConfig:
 def jump_client_config(layout: ClusterLayout, ports: JumpClientConfig, *, config_file: Path) -> str:
     """Render an ssh_config (``config_file``) where the login node is reached through jump hosts.
 
-    Jump hosts: ``jump``, ``jump2``, ``jump-no-forwarding``, ``jump-down``, ``jump-wrong-key``. The login
-    node: ``login`` (directly), ``login-via-alias`` (``ProxyJump jump``), ``login-via-user-host``
-    (``ProxyJump user@127.0.0.1:port``), ``login-via-chain`` (``ProxyJump jump,jump2``),
-    ``login-via-proxy-command`` (``ssh -W`` through ``jump``), and one alias through each failing jump host.
+        Jump hosts: ``jump``, ``jump2``, ``jump-no-forwarding``, ``jump-down``, ``jump-wrong-key``. The login
+        node: ``login`` (directly), ``login-via-alias`` (``ProxyJump jump``), ``login-via-user-host``
+        (``ProxyJump user@127.0.0.1:port``), ``login-via-chain`` (``ProxyJump jump,jump2``),
+        ``login-via-proxy-command`` (``ssh -W`` through ``jump``), and one alias through each failing jump host
+    (``login-via-chain-no-forwarding`` has the refusing one first in a chain).
     """
     user = ports.user
     blocks = [
@@ -161,6 +162,7 @@ def jump_client_config(layout: ClusterLayout, ports: JumpClientConfig, *, config
         "login-via-chain": "ProxyJump jump,jump2",
         "login-via-proxy-command": f"ProxyCommand ssh -F {config_file} -W %h:%p jump",
         "login-via-no-forwarding": "ProxyJump jump-no-forwarding",
+        "login-via-chain-no-forwarding": "ProxyJump jump-no-forwarding,jump2",
         "login-via-down-jump": "ProxyJump jump-down",
         "login-via-wrong-key-jump": "ProxyJump jump-wrong-key",
     }

@@ -129,6 +129,13 @@ async def test_a_jump_host_refusing_forwarding_is_named(jump_hosts: JumpHosts) -
     assert error.host == "login-via-no-forwarding"
 
 
+async def test_the_first_hop_of_a_chain_refusing_forwarding_is_named(jump_hosts: JumpHosts) -> None:
+    message = str(await pool_error(jump_hosts, "login-via-chain-no-forwarding"))
+    refusing, next_hop = jump_hosts.ports["jump-no-forwarding"], jump_hosts.ports["jump2"]
+    assert f"the jump host 127.0.0.1:{refusing} (ssh config alias 'jump-no-forwarding') refused" in message
+    assert f"to forward the connection to 127.0.0.1:{next_hop}" in message
+
+
 async def test_a_jump_host_that_is_down_is_named(jump_hosts: JumpHosts) -> None:
     message = str(await pool_error(jump_hosts, "login-via-down-jump"))
     assert "jump host" in message
