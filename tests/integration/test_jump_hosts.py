@@ -7,7 +7,9 @@ file, so the logins on the login node and on each jump host are counted against 
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +19,7 @@ import pytest
 from slurmbatch import SlurmSession
 from slurmbatch._errors import ConnectError
 from slurmbatch.testing import ClusterSettings, JumpHosts, LocalCluster
+from slurmbatch.testing._processes import children_of
 from slurmbatch.testing.logins import SshdLogMark
 from slurmbatch.transport import ConnectSettings, SSHPool
 
@@ -85,6 +88,38 @@ async def test_every_pool_connection_goes_through_the_jump(
                 group.start_soon(pool.run, "sleep 1")
         assert pool.stats.connections_opened == 3
     assert (login.logins(), jump.logins()) == (3, 3)
+
+
+def open_connections(cluster: ClusterSettings, port: int) -> int:
+    """How many connections the sshd on ``port`` serves now (one child process each)."""
+    daemons = json.loads((Path(cluster.state_dir) / "cluster.json").read_text())["daemons"]
+    (pid,) = [d["pid"] for d in daemons if d["name"] == f"sshd-{port}"]
+    return len(children_of(pid))
+
+
+async def test_a_lost_connection_is_replaced_through_the_jump_and_none_is_left_open(
+    local_cluster: LocalCluster, slurm_cluster: ClusterSettings, jump_hosts: JumpHosts
+) -> None:
+    login = SshdLogMark.now(jump_hosts.sshd_logs["login"])
+    jump = SshdLogMark.now(jump_hosts.sshd_logs["jump"])
+    settings = ConnectSettings(host="login-via-alias", ssh_config=(jump_hosts.ssh_config,))
+    async with SSHPool(settings, max_connections=1, reconnect_deadline=30) as pool:
+        assert (await pool.run("echo one")).stdout == "one\n"
+        dropped = await anyio.to_thread.run_sync(
+            local_cluster.drop_ssh_connections, jump_hosts.ports["login"]
+        )
+        assert dropped == 1
+        await anyio.sleep(0.5)  # let the client notice, as it would after a login node reboot
+        assert (await pool.run("echo two")).stdout == "two\n"
+        stats = pool.stats
+    assert (stats.connections_opened, stats.connections_lost) == (2, 1)
+    assert (login.logins(), jump.logins()) == (2, 2)
+    # Closing (or losing) a connection closes its jump connection too.
+    for _ in range(200):
+        if open_connections(slurm_cluster, jump_hosts.ports["jump"]) == 0:
+            break
+        await anyio.sleep(0.1)
+    assert open_connections(slurm_cluster, jump_hosts.ports["jump"]) == 0
 
 
 async def test_the_login_nodes_key_and_known_hosts_serve_a_jump_host_without_its_own(
