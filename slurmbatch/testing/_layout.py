@@ -148,9 +148,8 @@ class ClusterLayout:
     def login_ssh_config(self, user: str) -> Path:
         return self.ssh_dir / f"ssh_config-{user}"
 
-    @property
-    def jump_ssh_config(self) -> Path:
-        return self.ssh_dir / "ssh_config-jumps"
+    def jump_ssh_config(self, login_port: int) -> Path:
+        return self.ssh_dir / f"ssh_config-jumps-{login_port}"
 
     @property
     def job_env(self) -> Path:

@@ -213,7 +213,7 @@ class LoginNodes:
             down_port=free_ports(1)[0],
             unauthorized_key=layout.unauthorized_key,
         )
-        config = layout.jump_ssh_config
+        config = layout.jump_ssh_config(ports["login"])
         config.write_text(jump_client_config(layout, described, config_file=config))
         return JumpHosts(
             ssh_config=str(config),
@@ -223,10 +223,10 @@ class LoginNodes:
         )
 
 
-def _group_members(group: str) -> set[str]:
+def _group_members(name: str) -> set[str]:
+    """Users in group ``name``: listed members and those whose primary group it is."""
     try:
-        members = set(grp.getgrnam(group).gr_mem)
+        group = grp.getgrnam(name)
     except KeyError:
         return set()
-    gid = grp.getgrnam(group).gr_gid
-    return members | {user.pw_name for user in pwd.getpwall() if user.pw_gid == gid}
+    return set(group.gr_mem) | {user.pw_name for user in pwd.getpwall() if user.pw_gid == group.gr_gid}
