@@ -1,0 +1,434 @@
+"""The event loop thread of a SlurmExecutor: one SlurmSession, served to any number of threads.
+
+The session lives on a private event loop in one background thread (an anyio blocking portal), entered
+and left by a host task of its own. Threads hand work to it without waiting for each other: submits
+go into a queue that one task on the loop drains, starting ``session.submit`` for everything queued at
+once, so that calls arriving together from many threads still coalesce into arrays and one round trip.
+Cancels are queued the same way and leave in one ``scancel``. Finished jobs complete their
+:class:`SyncJobFuture` from the loop, and done callbacks run in a callback thread of their own, so a
+callback that blocks (``other.result()``) never stalls the loop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, TypeVar
+
+import anyio
+import attrs
+from anyio.abc import TaskStatus
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._errors import SessionClosedError
+from ._sync_future import SyncJobFuture
+from .future import JobFuture
+from .session import SlurmSession
+from .spec import JobSpec
+
+__all__ = ["CloseMode", "ExecutorLoop"]
+
+logger = logging.getLogger("slurmbatch")
+T = TypeVar("T")
+
+#: How the session closes: wait for its jobs, cancel them (one scancel), or leave them to Slurm and
+#: the journal (at interpreter exit).
+CloseMode = Literal["wait", "cancel", "detach"]
+
+#: Seconds the interpreter's exit may spend closing sessions whose executors were never shut down.
+EXIT_TIMEOUT = 20.0
+
+_open_loops: weakref.WeakSet[ExecutorLoop] = weakref.WeakSet()
+
+
+@attrs.define(eq=False)
+class _Submit:
+    future: SyncJobFuture[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    spec: JobSpec | None
+
+
+class ExecutorLoop:
+    """One session on a private event loop thread, and the queues that feed it from other threads."""
+
+    def __init__(self, host: str, session_options: Mapping[str, Any]) -> None:
+        self.lock = threading.Lock()  # the queues, and a future's cancel against its acceptance
+        self._accepted = threading.Condition(self.lock)
+        self._submits: list[_Submit] = []
+        self._cancels: list[JobFuture[Any]] = []
+        self._submits_woken = False
+        self._cancels_woken = False
+        self._state: Literal["open", "closing", "closed"] = "open"
+        self._close_mode: CloseMode = "wait"
+        self._watching: list[tuple[SyncJobFuture[Any], JobFuture[Any]]] = []
+        self._callbacks: queue.SimpleQueue[tuple[Callable[[Any], object], Any] | None] = queue.SimpleQueue()
+        self._callback_thread: threading.Thread | None = None
+        self._portal_stopped = False
+        self._portal_context = start_blocking_portal("asyncio", name="slurmbatch-executor")
+        self._portal: BlockingPortal = self._portal_context.__enter__()
+        self._loop_thread = self._portal.call(threading.get_ident)
+        try:
+            self._host, started = self._portal.start_task(
+                self._run_session, host, dict(session_options), name="slurmbatch executor session"
+            )
+        except BaseException:
+            self._portal_context.__exit__(None, None, None)
+            raise
+        #: The session's name in the journal.
+        self.session_id: str = started
+        _open_loops.add(self)
+
+    # ------------------------------------------------------------------------------- from threads
+    def submit(
+        self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: Mapping[str, Any], spec: JobSpec | None
+    ) -> SyncJobFuture[T]:
+        future: SyncJobFuture[T] = SyncJobFuture(self)
+        with self.lock:
+            self._require_open()
+            self._submits.append(_Submit(future, fn, args, kwargs, spec))
+            wake, self._submits_woken = not self._submits_woken, True
+        if wake:
+            self._on_loop(self._wake_submits)
+        return future
+
+    def map(
+        self, fn: Callable[..., T], columns: Sequence[Iterable[Any]], spec: JobSpec | None
+    ) -> list[SyncJobFuture[T]]:
+        with self.lock:
+            self._require_open()
+        return self._portal.call(self._map, fn, [list(c) for c in columns], spec)
+
+    def reattach(self, session_id: str | None) -> list[SyncJobFuture[Any]]:
+        with self.lock:
+            self._require_open()
+        return self._portal.call(self._reattach, session_id)
+
+    def cancel_soon(self, job: JobFuture[Any]) -> None:
+        """Cancel ``job`` with the next ``scancel`` (one for every cancel queued meanwhile)."""
+        with self.lock:
+            if self._state == "closed":
+                return
+            self._cancels.append(job)
+            wake, self._cancels_woken = not self._cancels_woken, True
+        if wake:
+            self._on_loop(self._wake_cancels)
+
+    def wait_accepted(self, future: SyncJobFuture[Any], timeout: float | None) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._accepted:
+            while future._job is None and not future.done():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"sbatch had not accepted the job within {timeout} s")
+                self._accepted.wait(left)
+            job = future._job
+        if job is None:
+            future.result(0)  # raises what kept it from being submitted (or CancelledError)
+            raise AssertionError("a future done without a job must hold an error")  # pragma: no cover
+        return job.job_id
+
+    def read_output(self, future: SyncJobFuture[Any], stream: str, timeout: float | None) -> str:
+        self.wait_accepted(future, timeout)
+        job = future._job
+        assert job is not None
+        if self._state == "closed":
+            raise SessionClosedError(
+                "The executor is shut down: read a job's stdout() and stderr() before shutdown() or the "
+                "end of its `with` block."
+            )
+        return self._portal.call(job.stdout if stream == "stdout" else job.stderr)
+
+    def callback_runner(self, fn: Callable[[Any], object]) -> Callable[[Any], None]:
+        """``fn`` as a done callback that runs in the callback thread when called on the loop."""
+
+        def run(future: Any) -> None:
+            if threading.get_ident() == self._loop_thread:
+                self._post_callback(fn, future)
+            else:
+                _call_logged(fn, future)
+
+        return run
+
+    def close(self, mode: CloseMode, *, wait: bool, timeout: float | None = None) -> None:
+        """Stop taking work and close the session (``mode`` says how); with ``wait``, until it closed.
+
+        Interrupted while waiting (Ctrl-C), it cancels the live jobs and waits for that, then re-raises.
+        """
+        with self.lock:
+            first = self._state == "open"
+            if first:
+                self._state = "closing"
+                self._close_mode = mode
+            elif mode == "cancel" and self._state == "closing":
+                escalate = True
+            else:
+                escalate = False
+        if mode == "cancel":
+            self._cancel_unfinished()
+        if first:
+            self._on_loop(self._wake_close)
+        elif escalate:
+            self._on_loop(self._cancel_session)
+        if not wait or threading.get_ident() == self._loop_thread:
+            return
+        try:
+            self._join(timeout)
+        except TimeoutError:
+            raise
+        except BaseException:  # interrupted: the jobs must not outlive the program unseen
+            if mode != "cancel" and self._state != "closed":
+                self._cancel_unfinished()
+                self._on_loop(self._cancel_session)
+                self._join(timeout)
+            raise
+
+    @property
+    def closed(self) -> bool:
+        return self._state != "open"
+
+    # ------------------------------------------------------------------------------- on the loop
+    async def _run_session(self, host: str, options: dict[str, Any], *, task_status: TaskStatus[str]) -> None:
+        self._submits_ready = anyio.Event()
+        self._cancels_ready = anyio.Event()
+        self._close_requested = anyio.Event()
+        session = SlurmSession(host, **options)
+        error: Exception | None = None
+        try:
+            # The services outlive the session's block: futures complete while it waits for its jobs.
+            async with anyio.create_task_group() as services:
+                try:
+                    await self._hold_session(session, services, task_status)
+                except Exception as exc:  # raised as it is, not wrapped in the services' group
+                    error = exc
+                await self._complete_done()
+                services.cancel_scope.cancel()
+            if error is not None:
+                raise error
+        finally:
+            with self.lock:
+                self._state = "closed"
+                self._accepted.notify_all()
+            for future, _ in self._watching:
+                future._complete(
+                    exc=SessionClosedError(
+                        f"The executor closed before job {future.job_id} ended; it runs on in Slurm, and the "
+                        f"journal keeps it: collect it with SlurmExecutor(...).reattach({session.id!r})."
+                    )
+                )
+            self._watching = []
+            self._fail_queued(SessionClosedError("The executor closed before this call was submitted."))
+            self._callbacks.put(None)  # the callback thread ends after what is queued
+            await self._portal.stop()
+
+    async def _hold_session(
+        self, session: SlurmSession, services: anyio.abc.TaskGroup, task_status: TaskStatus[str]
+    ) -> None:
+        """Open the session, serve submits until a close is requested, then close it as asked."""
+        with anyio.CancelScope() as self._session_scope:
+            async with session:
+                self._session = session
+                services.start_soon(self._serve_cancels)
+                services.start_soon(self._complete_futures)
+                async with anyio.create_task_group() as submits:
+                    submits.start_soon(self._serve_submits, submits)
+                    task_status.started(session.id)
+                # Every queued submit has been answered: the session now holds all the jobs.
+                if self._close_mode == "detach":
+                    left = session.detach()
+                    if left:
+                        logger.warning(
+                            "%d Slurm job(s) of executor session %s run on after it closed; collect them "
+                            "with SlurmExecutor(...).reattach(%r)",
+                            len(left),
+                            session.id,
+                            session.id,
+                        )
+                elif self._close_mode == "cancel":
+                    self._session_scope.cancel()  # the session scancels its live jobs as it closes
+
+    async def _serve_submits(self, submits: anyio.abc.TaskGroup) -> None:
+        while True:
+            await self._submits_ready.wait()
+            self._submits_ready = anyio.Event()
+            with self.lock:
+                batch, self._submits = self._submits, []
+                self._submits_woken = False
+                closing = self._state != "open"
+            for item in batch:
+                if not item.future.cancelled():  # cancelled before it left: never submitted
+                    submits.start_soon(self._submit, item)
+            if closing:
+                return
+
+    async def _submit(self, item: _Submit) -> None:
+        try:
+            job = await self._session.submit(item.fn, item.args, item.spec, kwargs=item.kwargs)
+        except Exception as exc:
+            item.future._complete(exc=exc)
+            with self._accepted:
+                self._accepted.notify_all()
+            return
+        await self._track(item.future, job)
+        with self._accepted:
+            self._accepted.notify_all()
+
+    async def _track(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
+        if not future._accept(job):
+            self.cancel_soon(job)  # cancelled while sbatch ran
+        elif job.done():
+            await self._finish(future, job)
+        elif self._close_mode == "cancel":
+            future.cancel()  # answered after a cancelling shutdown began
+        else:
+            self._watching.append((future, job))
+
+    async def _map(
+        self, fn: Callable[..., T], columns: list[list[Any]], spec: JobSpec | None
+    ) -> list[SyncJobFuture[T]]:
+        jobs = await self._session.map(fn, *columns, spec=spec)
+        return await self._wrap(jobs)
+
+    async def _reattach(self, session_id: str | None) -> list[SyncJobFuture[Any]]:
+        return await self._wrap(await self._session.reattach(session_id))
+
+    async def _wrap(self, jobs: list[JobFuture[T]]) -> list[SyncJobFuture[T]]:
+        futures: list[SyncJobFuture[T]] = []
+        for job in jobs:
+            future: SyncJobFuture[T] = SyncJobFuture(self)
+            await self._track(future, job)
+            futures.append(future)
+        return futures
+
+    async def _serve_cancels(self) -> None:
+        while True:
+            await self._cancels_ready.wait()
+            self._cancels_ready = anyio.Event()
+            with self.lock:
+                jobs, self._cancels = self._cancels, []
+                self._cancels_woken = False
+            live = [job for job in dict.fromkeys(jobs) if not job.done()]
+            if not live:
+                continue
+            try:
+                # One scancel for every cancel queued meanwhile (a map's early exit cancels thousands).
+                await self._session._cancel_jobs(live)
+            except Exception as exc:
+                logger.warning("could not cancel %d job(s): %s", len(live), exc)
+
+    async def _complete_futures(self) -> None:
+        """Complete the futures of finished jobs, woken whenever the session learnt of one."""
+        poller = self._session._poller
+        while True:
+            progress = poller.progress_event()  # taken before the scan: nothing finishes unseen
+            await self._complete_done()
+            await progress.wait()
+
+    async def _complete_done(self) -> None:
+        still: list[tuple[SyncJobFuture[Any], JobFuture[Any]]] = []
+        for future, job in self._watching:
+            if job.done():
+                await self._finish(future, job)
+            elif not future.cancelled():
+                still.append((future, job))
+        self._watching = still
+
+    async def _finish(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
+        exc = job.exception()
+        if exc is not None:
+            future._complete(exc=exc)
+        else:
+            future._complete(await job.result())  # done: returns at once
+
+    def _wake_submits(self) -> None:
+        self._submits_ready.set()
+
+    def _wake_cancels(self) -> None:
+        self._cancels_ready.set()
+
+    def _wake_close(self) -> None:
+        self._close_requested.set()
+        self._submits_ready.set()
+
+    def _cancel_session(self) -> None:
+        self._close_mode = "cancel"
+        self._session_scope.cancel()
+
+    # ------------------------------------------------------------------------------- helpers
+    def _on_loop(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the loop (at once when already there); nothing if the loop has ended."""
+        if threading.get_ident() == self._loop_thread:
+            fn()
+            return
+        with contextlib.suppress(RuntimeError):  # the portal has stopped: the session is closed
+            self._portal.call(fn)
+
+    def _join(self, timeout: float | None) -> None:
+        try:
+            self._host.result(timeout)
+        except concurrent.futures.CancelledError:
+            pass
+        finally:
+            if self._host.done():
+                with self.lock:
+                    stop, self._portal_stopped = not self._portal_stopped, True
+                if stop:
+                    self._portal_context.__exit__(None, None, None)  # joins the loop's thread
+                _open_loops.discard(self)
+        thread = self._callback_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _cancel_unfinished(self) -> None:
+        with self.lock:
+            queued = [item.future for item in self._submits]
+        for future in queued + [f for f, _ in list(self._watching)]:
+            future.cancel()
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        with self.lock:
+            batch, self._submits = self._submits, []
+        for item in batch:
+            item.future._complete(exc=exc)
+
+    def _require_open(self) -> None:
+        if self._state != "open":
+            raise SessionClosedError("The executor is shut down: cannot submit new jobs after shutdown().")
+
+    def _post_callback(self, fn: Callable[[Any], object], future: Any) -> None:
+        if self._callback_thread is None:
+            self._callback_thread = threading.Thread(
+                target=self._run_callbacks, name="slurmbatch-executor-callbacks", daemon=True
+            )
+            self._callback_thread.start()
+        self._callbacks.put((fn, future))
+
+    def _run_callbacks(self) -> None:
+        while (item := self._callbacks.get()) is not None:
+            _call_logged(*item)
+
+
+def _call_logged(fn: Callable[[Any], object], future: Any) -> None:
+    try:
+        fn(future)
+    except Exception:
+        logger.exception("exception calling callback for %r", future)
+
+
+@atexit.register
+def _leave_jobs_to_the_journal() -> None:
+    """At interpreter exit, close what was never shut down without waiting for its jobs."""
+    deadline = time.monotonic() + EXIT_TIMEOUT
+    for loop in list(_open_loops):
+        try:
+            loop.close("detach", wait=True, timeout=max(0.1, deadline - time.monotonic()))
+        except Exception as exc:
+            logger.warning("could not close executor session %s at exit: %s", loop.session_id, exc)
