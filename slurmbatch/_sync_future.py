@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
-import logging
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncJobFuture"]
 
-logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
 
@@ -46,6 +45,7 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         super().__init__()
         self._loop = loop
         self._job: JobFuture[T] | None = None
+        self._cancelling = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<SyncJobFuture job_id={self.job_id} state={self.state.name} done={self.done()}>"
@@ -59,10 +59,10 @@ class SyncJobFuture(concurrent.futures.Future[T]):
     @property
     def state(self) -> JobState:
         """The job's last known Slurm state (``PENDING`` until it is accepted, ``CANCELLED`` once cancelled)."""
+        if self.cancelled():
+            return JobState.CANCELLED
         job = self._job
-        if job is None or (self.cancelled() and not job.done()):
-            return JobState.CANCELLED if self.cancelled() else JobState.PENDING
-        return job.state
+        return JobState.PENDING if job is None else job.state
 
     def running(self) -> bool:
         """True while Slurm reports the job as running."""
@@ -86,13 +86,15 @@ class SyncJobFuture(concurrent.futures.Future[T]):
 
     def cancel(self) -> bool:
         """Cancel the job, pending or running (``scancel``); return False if it had already finished."""
-        with self._loop.lock:
+        # Callbacks run inside super().cancel(): this lock is reentrant for one that cancels again.
+        with self._cancelling:
             if self.cancelled():
                 return True
             if not super().cancel():  # never marked RUNNING: False means finished
                 return False
             # Waiters in concurrent.futures.wait()/as_completed() learn of a cancel from this call.
             self.set_running_or_notify_cancel()
+        with self._loop.lock:  # against _accept: a job accepted from now on is cancelled by the loop
             job = self._job
         if job is not None:
             self._loop.cancel_soon(job)

@@ -299,6 +299,19 @@ def test_callbacks_see_a_cancel(executor: SlurmExecutor) -> None:
     assert seen == [True]
 
 
+def test_a_callback_run_by_cancel_may_submit_and_cancel_again(executor: SlurmExecutor) -> None:
+    future = executor.with_spec(HELD).submit(add, 1)
+    follow_up: list[SyncJobFuture[int]] = []
+
+    def resubmit(cancelled: Any) -> None:
+        assert cancelled.cancel()  # cancelling again from its own callback
+        follow_up.append(executor.submit(add, 2))
+
+    future.add_done_callback(resubmit)
+    assert future.cancel()
+    assert follow_up[0].result(timeout=120) == 3 - 1
+
+
 # ------------------------------------------------------------------------------------------ cancel
 def test_cancel_a_job_pending_in_slurm(executor: SlurmExecutor, slurm_cluster: ClusterSettings) -> None:
     future = executor.with_spec(HELD).submit(add, 1)
@@ -329,7 +342,9 @@ def test_cancel_a_finished_job_returns_false(executor: SlurmExecutor) -> None:
     assert not future.cancel() and not future.cancelled()
 
 
-def test_cancel_right_after_submit_leaves_no_job(executor: SlurmExecutor, slurm_cluster: ClusterSettings) -> None:
+def test_cancel_right_after_submit_leaves_no_job(
+    executor: SlurmExecutor, slurm_cluster: ClusterSettings
+) -> None:
     futures = [executor.submit(nap, 300) for _ in range(5)]
     assert all(f.cancel() for f in futures)
     for future in futures:
