@@ -98,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--map-items", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--quick", action="store_true", help="a smoke run: 40 jobs, 400 map items, once, no results file"
+        "--quick", action="store_true", help="a smoke run: 40 jobs, 400 map items, no results file"
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.jobs, args.map_items, args.repeats = 40, 400, 1
+        args.jobs, args.map_items = 40, 400
     cluster = LocalCluster().up()
     login(cluster, "scancel --user $USER")
     submits = paired(

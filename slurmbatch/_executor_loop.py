@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.lowlevel
 import attrs
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -44,6 +45,11 @@ CloseMode = Literal["wait", "cancel", "detach"]
 
 #: Seconds the interpreter's exit may spend closing sessions whose executors were never shut down.
 EXIT_TIMEOUT = 20.0
+
+#: While submits keep arriving from threads, wait up to SETTLE_STEPS steps of SETTLE_STEP seconds
+#: before handing them to the session together.
+SETTLE_STEP = 0.001
+SETTLE_STEPS = 10
 
 _open_loops: weakref.WeakSet[ExecutorLoop] = weakref.WeakSet()
 
@@ -136,6 +142,11 @@ class ExecutorLoop:
             raise AssertionError("a future done without a job must hold an error")  # pragma: no cover
         return job.job_id
 
+    def notify_accepted(self) -> None:
+        """Wake the threads in :meth:`wait_accepted` (a future was cancelled before its job was known)."""
+        with self._accepted:
+            self._accepted.notify_all()
+
     def read_output(self, future: SyncJobFuture[Any], stream: str, timeout: float | None) -> str:
         self.wait_accepted(future, timeout)
         job = future._job
@@ -182,9 +193,9 @@ class ExecutorLoop:
             return
         try:
             self._join(timeout)
-        except TimeoutError:
+        except Exception:  # a timeout, or what closing the session raised
             raise
-        except BaseException:  # interrupted: the jobs must not outlive the program unseen
+        except BaseException:  # interrupted (Ctrl-C): the jobs must not outlive the program unseen
             if mode != "cancel" and self._state != "closed":
                 self._cancel_unfinished()
                 self._on_loop(self._cancel_session)
@@ -200,6 +211,8 @@ class ExecutorLoop:
         self._submits_ready = anyio.Event()
         self._cancels_ready = anyio.Event()
         self._close_requested = anyio.Event()
+        self._cancelling = anyio.Lock()  # held while a scancel runs, so that the session outlives it
+        self._notifying = False
         session = SlurmSession(host, **options)
         error: Exception | None = None
         try:
@@ -238,8 +251,8 @@ class ExecutorLoop:
                 self._session = session
                 services.start_soon(self._serve_cancels)
                 services.start_soon(self._complete_futures)
-                async with anyio.create_task_group() as submits:
-                    submits.start_soon(self._serve_submits, submits)
+                async with anyio.create_task_group() as self._submits_group:
+                    self._submits_group.start_soon(self._serve_submits)
                     task_status.started(session.id)
                 # Every queued submit has been answered: the session now holds all the jobs.
                 if self._close_mode == "detach":
@@ -253,31 +266,57 @@ class ExecutorLoop:
                             session.id,
                         )
                 elif self._close_mode == "cancel":
-                    self._session_scope.cancel()  # the session scancels its live jobs as it closes
+                    # The session scancels every live job as it closes: queued cancels are covered,
+                    # and one under way finishes first, while the connections are still open.
+                    async with self._cancelling:
+                        with self.lock:
+                            self._cancels = []
+                    self._session_scope.cancel()
 
-    async def _serve_submits(self, submits: anyio.abc.TaskGroup) -> None:
+    async def _serve_submits(self) -> None:
         while True:
             await self._submits_ready.wait()
             self._submits_ready = anyio.Event()
+            await self._settle()
             with self.lock:
                 batch, self._submits = self._submits, []
                 self._submits_woken = False
                 closing = self._state != "open"
             for item in batch:
                 if not item.future.cancelled():  # cancelled before it left: never submitted
-                    submits.start_soon(self._submit, item)
+                    self._submits_group.start_soon(self._submit, item)
             if closing:
                 return
+
+    async def _settle(self) -> None:
+        """Wait while threads are still adding submits (a few ms at most), so that they leave together.
+
+        Calls from threads arrive one by one; handed over as they come, the first few would leave alone
+        and the rest wait for the next round trip. A lone call waits one step.
+        """
+        for _ in range(SETTLE_STEPS):
+            with self.lock:
+                queued = len(self._submits)
+            await anyio.sleep(SETTLE_STEP)
+            with self.lock:
+                if len(self._submits) == queued or self._state != "open":
+                    return
 
     async def _submit(self, item: _Submit) -> None:
         try:
             job = await self._session.submit(item.fn, item.args, item.spec, kwargs=item.kwargs)
         except Exception as exc:
             item.future._complete(exc=exc)
-            with self._accepted:
-                self._accepted.notify_all()
-            return
-        await self._track(item.future, job)
+        else:
+            await self._track(item.future, job)
+        if not self._notifying:
+            # One wake-up for the threads in wait_accepted() per batch sbatch answered, not per job.
+            self._notifying = True
+            self._submits_group.start_soon(self._notify_accepted)
+
+    async def _notify_accepted(self) -> None:
+        await anyio.lowlevel.checkpoint()  # after the other submits answered in this loop iteration
+        self._notifying = False
         with self._accepted:
             self._accepted.notify_all()
 
@@ -312,17 +351,18 @@ class ExecutorLoop:
         while True:
             await self._cancels_ready.wait()
             self._cancels_ready = anyio.Event()
-            with self.lock:
-                jobs, self._cancels = self._cancels, []
-                self._cancels_woken = False
-            live = [job for job in dict.fromkeys(jobs) if not job.done()]
-            if not live:
-                continue
-            try:
-                # One scancel for every cancel queued meanwhile (a map's early exit cancels thousands).
-                await self._session._cancel_jobs(live)
-            except Exception as exc:
-                logger.warning("could not cancel %d job(s): %s", len(live), exc)
+            async with self._cancelling:
+                with self.lock:
+                    jobs, self._cancels = self._cancels, []
+                    self._cancels_woken = False
+                live = [job for job in dict.fromkeys(jobs) if not job.done()]
+                if not live or self._close_mode == "cancel":
+                    continue  # the session cancels every live job as it closes
+                try:
+                    # One scancel for every cancel queued meanwhile (a map's early exit cancels thousands).
+                    await self._session._cancel_jobs(live)
+                except Exception as exc:
+                    logger.warning("could not cancel %d job(s): %s", len(live), exc)
 
     async def _complete_futures(self) -> None:
         """Complete the futures of finished jobs, woken whenever the session learnt of one."""

@@ -98,6 +98,8 @@ class SyncJobFuture(concurrent.futures.Future[T]):
             job = self._job
         if job is not None:
             self._loop.cancel_soon(job)
+        else:
+            self._loop.notify_accepted()
         return True
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
