@@ -15,7 +15,6 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
-import queue
 import threading
 import time
 import weakref
@@ -28,7 +27,9 @@ import attrs
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._completer import FutureCompleter
 from ._errors import SessionClosedError
+from ._handoff import CallbackThread, Inbox, call_logged
 from ._sync_future import SyncJobFuture
 from .future import JobFuture
 from .session import SlurmSession
@@ -69,15 +70,12 @@ class ExecutorLoop:
     def __init__(self, host: str, session_options: Mapping[str, Any]) -> None:
         self.lock = threading.Lock()  # the queues, and a future's cancel against its acceptance
         self._accepted = threading.Condition(self.lock)
-        self._submits: list[_Submit] = []
-        self._cancels: list[JobFuture[Any]] = []
-        self._submits_woken = False
-        self._cancels_woken = False
+        self._submits: Inbox[_Submit] = Inbox()
+        self._cancels: Inbox[JobFuture[Any]] = Inbox()
         self._state: Literal["open", "closing", "closed"] = "open"
         self._close_mode: CloseMode = "wait"
-        self._watching: list[tuple[SyncJobFuture[Any], JobFuture[Any]]] = []
-        self._callbacks: queue.SimpleQueue[tuple[Callable[[Any], object], Any] | None] = queue.SimpleQueue()
-        self._callback_thread: threading.Thread | None = None
+        self._completer = FutureCompleter()
+        self._callbacks = CallbackThread("slurmbatch-executor-callbacks")
         self._portal_stopped = False
         self._portal_context = start_blocking_portal("asyncio", name="slurmbatch-executor")
         self._portal: BlockingPortal = self._portal_context.__enter__()
@@ -100,8 +98,7 @@ class ExecutorLoop:
         future: SyncJobFuture[T] = SyncJobFuture(self)
         with self.lock:
             self._require_open()
-            self._submits.append(_Submit(future, fn, args, kwargs, spec))
-            wake, self._submits_woken = not self._submits_woken, True
+            wake = self._submits.put(_Submit(future, fn, args, kwargs, spec))
         if wake:
             self._on_loop(self._wake_submits)
         return future
@@ -123,8 +120,7 @@ class ExecutorLoop:
         with self.lock:
             if self._state == "closed":
                 return
-            self._cancels.append(job)
-            wake, self._cancels_woken = not self._cancels_woken, True
+            wake = self._cancels.put(job)
         if wake:
             self._on_loop(self._wake_cancels)
 
@@ -163,9 +159,9 @@ class ExecutorLoop:
 
         def run(future: Any) -> None:
             if threading.get_ident() == self._loop_thread:
-                self._post_callback(fn, future)
+                self._callbacks.post(fn, future)
             else:
-                _call_logged(fn, future)
+                call_logged(fn, future)
 
         return run
 
@@ -222,7 +218,7 @@ class ExecutorLoop:
                     await self._hold_session(session, services, task_status)
                 except Exception as exc:  # raised as it is, not wrapped in the services' group
                     error = exc
-                await self._complete_done()
+                await self._completer.complete_finished()
                 services.cancel_scope.cancel()
             if error is not None:
                 raise error
@@ -230,16 +226,14 @@ class ExecutorLoop:
             with self.lock:
                 self._state = "closed"
                 self._accepted.notify_all()
-            for future, _ in self._watching:
-                future._complete(
-                    exc=SessionClosedError(
-                        f"The executor closed before job {future.job_id} ended; it runs on in Slurm, and the "
-                        f"journal keeps it: collect it with SlurmExecutor(...).reattach({session.id!r})."
-                    )
+            self._completer.fail_all(
+                lambda future: SessionClosedError(
+                    f"The executor closed before job {future.job_id} ended; it runs on in Slurm, and the "
+                    f"journal keeps it: collect it with SlurmExecutor(...).reattach({session.id!r})."
                 )
-            self._watching = []
+            )
             self._fail_queued(SessionClosedError("The executor closed before this call was submitted."))
-            self._callbacks.put(None)  # the callback thread ends after what is queued
+            self._callbacks.stop()  # the callback thread ends after what is queued
             await self._portal.stop()
 
     async def _hold_session(
@@ -250,7 +244,7 @@ class ExecutorLoop:
             async with session:
                 self._session = session
                 services.start_soon(self._serve_cancels)
-                services.start_soon(self._complete_futures)
+                services.start_soon(self._completer.run, session)
                 async with anyio.create_task_group() as self._submits_group:
                     self._submits_group.start_soon(self._serve_submits)
                     task_status.started(session.id)
@@ -270,7 +264,7 @@ class ExecutorLoop:
                     # and one under way finishes first, while the connections are still open.
                     async with self._cancelling:
                         with self.lock:
-                            self._cancels = []
+                            self._cancels.take()
                     self._session_scope.cancel()
 
     async def _serve_submits(self) -> None:
@@ -279,8 +273,7 @@ class ExecutorLoop:
             self._submits_ready = anyio.Event()
             await self._settle()
             with self.lock:
-                batch, self._submits = self._submits, []
-                self._submits_woken = False
+                batch = self._submits.take()
                 closing = self._state != "open"
             for item in batch:
                 if not item.future.cancelled():  # cancelled before it left: never submitted
@@ -323,12 +316,10 @@ class ExecutorLoop:
     async def _track(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
         if not future._accept(job):
             self.cancel_soon(job)  # cancelled while sbatch ran
-        elif job.done():
-            await self._finish(future, job)
-        elif self._close_mode == "cancel":
+        elif self._close_mode == "cancel" and not job.done():
             future.cancel()  # answered after a cancelling shutdown began
         else:
-            self._watching.append((future, job))
+            await self._completer.watch(future, job)
 
     async def _map(
         self, fn: Callable[..., T], columns: list[list[Any]], spec: JobSpec | None
@@ -353,8 +344,7 @@ class ExecutorLoop:
             self._cancels_ready = anyio.Event()
             async with self._cancelling:
                 with self.lock:
-                    jobs, self._cancels = self._cancels, []
-                    self._cancels_woken = False
+                    jobs = self._cancels.take()
                 live = [job for job in dict.fromkeys(jobs) if not job.done()]
                 if not live or self._close_mode == "cancel":
                     continue  # the session cancels every live job as it closes
@@ -363,30 +353,6 @@ class ExecutorLoop:
                     await self._session._cancel_jobs(live)
                 except Exception as exc:
                     logger.warning("could not cancel %d job(s): %s", len(live), exc)
-
-    async def _complete_futures(self) -> None:
-        """Complete the futures of finished jobs, woken whenever the session learnt of one."""
-        poller = self._session._poller
-        while True:
-            progress = poller.progress_event()  # taken before the scan: nothing finishes unseen
-            await self._complete_done()
-            await progress.wait()
-
-    async def _complete_done(self) -> None:
-        still: list[tuple[SyncJobFuture[Any], JobFuture[Any]]] = []
-        for future, job in self._watching:
-            if job.done():
-                await self._finish(future, job)
-            elif not future.cancelled():
-                still.append((future, job))
-        self._watching = still
-
-    async def _finish(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
-        exc = job.exception()
-        if exc is not None:
-            future._complete(exc=exc)
-        else:
-            future._complete(await job.result())  # done: returns at once
 
     def _wake_submits(self) -> None:
         self._submits_ready.set()
@@ -423,44 +389,23 @@ class ExecutorLoop:
                 if stop:
                     self._portal_context.__exit__(None, None, None)  # joins the loop's thread
                 _open_loops.discard(self)
-        thread = self._callback_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        self._callbacks.join(timeout)
 
     def _cancel_unfinished(self) -> None:
         with self.lock:
-            queued = [item.future for item in self._submits]
-        for future in queued + [f for f, _ in list(self._watching)]:
+            queued = [item.future for item in self._submits.snapshot()]
+        for future in queued + self._completer.futures():
             future.cancel()
 
     def _fail_queued(self, exc: BaseException) -> None:
         with self.lock:
-            batch, self._submits = self._submits, []
+            batch = self._submits.take()
         for item in batch:
             item.future._complete(exc=exc)
 
     def _require_open(self) -> None:
         if self._state != "open":
             raise SessionClosedError("The executor is shut down: cannot submit new jobs after shutdown().")
-
-    def _post_callback(self, fn: Callable[[Any], object], future: Any) -> None:
-        if self._callback_thread is None:
-            self._callback_thread = threading.Thread(
-                target=self._run_callbacks, name="slurmbatch-executor-callbacks", daemon=True
-            )
-            self._callback_thread.start()
-        self._callbacks.put((fn, future))
-
-    def _run_callbacks(self) -> None:
-        while (item := self._callbacks.get()) is not None:
-            _call_logged(*item)
-
-
-def _call_logged(fn: Callable[[Any], object], future: Any) -> None:
-    try:
-        fn(future)
-    except Exception:
-        logger.exception("exception calling callback for %r", future)
 
 
 @atexit.register

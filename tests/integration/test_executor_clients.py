@@ -13,6 +13,7 @@ import importlib.util
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -297,3 +298,43 @@ def test_a_collected_executor_finishes_its_jobs_then_closes(slurm_cluster: Clust
     assert future.result(timeout=120) == "still delivered"
     loop_thread.join(60)
     assert not loop_thread.is_alive() and loop.closed
+
+
+INTERRUPTED_CLIENT = textwrap.dedent(
+    """
+    import json, sys
+    from slurmbatch import SlurmExecutor
+
+    def nap(seconds):
+        import time
+        time.sleep(seconds)
+
+    ex = SlurmExecutor("127.0.0.1", **json.loads(sys.argv[1]))
+    future = ex.submit(nap, 300)
+    print(future.wait_accepted(timeout=120), flush=True)
+    try:
+        ex.shutdown(wait=True)  # Ctrl-C arrives while this waits for the job
+    except KeyboardInterrupt:
+        print("interrupted", future.cancelled(), flush=True)
+    """
+)
+
+
+def test_ctrl_c_while_shutdown_waits_cancels_the_jobs(slurm_cluster: ClusterSettings) -> None:
+    client = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED_CLIENT, json.dumps(session_options(slurm_cluster))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert client.stdout is not None
+        job_id = client.stdout.readline().strip()
+        assert job_id, client.stderr.read() if client.stderr else ""
+        time.sleep(1.0)  # into shutdown's wait
+        client.send_signal(signal.SIGINT)
+        out, err = client.communicate(timeout=120)
+    finally:
+        client.kill()
+    assert out.split() == ["interrupted", "True"], err
+    assert wait_until(lambda: job_id not in login_shell(slurm_cluster, "squeue -h -r -o %i").split())
