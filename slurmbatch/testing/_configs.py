@@ -26,6 +26,9 @@ class ClusterOptions:
     #: Kill jobs that use more memory than they asked for (RSS sampled every second from /proc, since
     #: containers have no usable cgroups): such jobs end OUT_OF_MEMORY.
     enforce_memory: bool = False
+    #: The Slurm release: ``"22.05"`` is the host's own (Debian bookworm), ``"24.11"`` runs in a Debian
+    #: trixie root of its own (with OpenSSH 10.0 and Python 3.13; see `_root`).
+    slurm: str = attrs.field(default="22.05", validator=attrs.validators.in_(("22.05", "24.11")))
 
 
 def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str) -> str:
@@ -109,6 +112,10 @@ MARIADB_USER = "slurm"
 MARIADB_PASSWORD = "slurmbatch-local"
 
 
+#: 24.11's slurmd refuses to start without a cgroup filesystem unless cgroups are turned off.
+CGROUP_CONF = "CgroupPlugin=disabled\n"
+
+
 def slurmdbd_conf(layout: ClusterLayout) -> str:
     """Render slurmdbd.conf for a MariaDB on 127.0.0.1 at ``layout.ports.mariadb``."""
     return (
@@ -128,55 +135,6 @@ def slurmdbd_conf(layout: ClusterLayout) -> str:
                 f"StorageLoc={layout.cluster_name}_acct",
                 f"StorageUser={MARIADB_USER}",
                 f"StoragePass={MARIADB_PASSWORD}",
-            ]
-        )
-        + "\n"
-    )
-
-
-def sshd_config(layout: ClusterLayout, options: ClusterOptions, *, user: str, port: int) -> str:
-    """Render an sshd_config for key-only logins of ``user`` on 127.0.0.1:``port``."""
-    return (
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {layout.host_key}",
-                f"PidFile {layout.run_dir / f'sshd-{port}.pid'}",
-                f"AuthorizedKeysFile {layout.authorized_keys}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "PermitRootLogin no",
-                f"AllowUsers {user}",
-                f"MaxSessions {options.max_sessions}",
-                f"MaxStartups {options.max_startups}",
-                "Subsystem sftp internal-sftp",
-                # Lets sbatch/squeue run over ssh find this cluster's config instead of /etc/slurm.
-                f"SetEnv SLURM_CONF={layout.slurm_conf}",
-                # VERBOSE logs every accepted connection: tests and benchmarks count them.
-                "LogLevel VERBOSE",
-            ]
-        )
-        + "\n"
-    )
-
-
-def ssh_client_config(layout: ClusterLayout, *, alias: str, user: str, port: int) -> str:
-    """Render an ssh_config usable as ``ssh -F FILE <alias>``."""
-    return (
-        "\n".join(
-            [
-                f"Host {alias}",
-                "    HostName 127.0.0.1",
-                f"    Port {port}",
-                f"    User {user}",
-                f"    IdentityFile {layout.user_key}",
-                "    IdentitiesOnly yes",
-                f"    UserKnownHostsFile {layout.known_hosts}",
-                "    StrictHostKeyChecking yes",
-                "    BatchMode yes",
             ]
         )
         + "\n"

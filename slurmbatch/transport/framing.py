@@ -36,6 +36,8 @@ class FramedReply:
     exit_status: int
     stdout: str
     stderr: str
+    #: What came before the begin marker on standard output: the login shell's start-up files' output.
+    preamble: str = ""
 
 
 @attrs.frozen
@@ -108,7 +110,12 @@ class ScriptFrame:
             )
         status_text = body_out[end + len(self.end) + 2 :].split("\n", 1)[0].strip()
         status = int(status_text) if status_text.lstrip("-").isdigit() else -1
-        return FramedReply(exit_status=status, stdout=body_out[:end], stderr=_framed_stderr(self, stderr))
+        return FramedReply(
+            exit_status=status,
+            stdout=body_out[:end],
+            stderr=_framed_stderr(self, stderr),
+            preamble=stdout[:start],
+        )
 
     def begins(self, line: str) -> bool:
         """Whether ``line`` (without its newline) is the begin marker."""
