@@ -29,7 +29,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import SlurmBatchError, SubmissionError
+from ._errors import SubmissionError
 from ._journal import Journal
 from ._outcomes import Ended, ended_failure, forgotten_status, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
@@ -306,14 +306,10 @@ class Poller:
     async def _list_results(self) -> None:
         """List W/results ourselves (while the watcher is down)."""
         self.ticks += 1
-        try:
-            result = await self._pool.script(
-                f"ls -1 {shlex.quote(self._layout.results_dir)}", what="listing the results directory"
-            )
-        except SlurmBatchError as exc:  # e.g. a connection lost: list again at the next tick
-            logger.info("could not list the results directory: %s", exc)
-            result = None
-        if result is not None and result.ok:
+        result = await self._pool.script(
+            f"ls -1 {shlex.quote(self._layout.results_dir)}", what="listing the results directory"
+        )
+        if result.ok:
             self.last_success = anyio.current_time()
             if not self.watcher.up:  # else it came back meanwhile, and its view is newer than ours
                 self._on_listing(result.stdout.split(), [], True)

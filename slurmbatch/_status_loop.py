@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 import attrs
 
-from ._errors import IncompleteReply, SlurmBatchError
+from ._errors import IncompleteReply
 from .future import JobFuture
 from .rpc_budget import TokenBucket
 from .slurm.states import MAY_CLEAR, NEVER_STARTS, JobStatus
@@ -170,8 +170,10 @@ class StatusLoop:
             )
             self._answered(False)
             return
-        except (IncompleteReply, SlurmBatchError) as exc:
-            # A lost connection, a login shell that died: nothing is learnt, and nothing concluded.
+        except IncompleteReply as exc:
+            # The shell that ran it died, or its channel closed early: nothing is learnt, nothing
+            # concluded. (A connection that cannot be had at all raises on, to the session's outage
+            # handling.)
             logger.info("a status query got no complete answer (%s); asking again shortly", exc)
             self._due = anyio.current_time() + self._min
             self._answered(False)
