@@ -29,7 +29,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import SubmissionError
+from ._errors import ConnectError, ConnectionLost, SubmissionError
 from ._journal import Journal
 from ._outcomes import Ended, ended_failure, forgotten_status, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
@@ -254,13 +254,19 @@ class Poller:
         The watcher starts at once, before any job is tracked: its first listing names every result
         file present, so a job that finishes while it starts is not missed.
         """
-        async with anyio.create_task_group() as tg:
-            if self._watching:
-                await tg.start(self.watcher.run)
-            tg.start_soon(self.status.run)
-            task_status.started()
-            while True:
-                await self._step()
+        try:
+            async with anyio.create_task_group() as tg:
+                if self._watching:
+                    await tg.start(self.watcher.run)
+                tg.start_soon(self.status.run)
+                task_status.started()
+                while True:
+                    await self._step()
+        except Exception as raised:
+            error = _one_connect_error(raised)
+            if error is raised:
+                raise
+            raise error from raised
 
     async def _step(self) -> None:
         """Do whatever is due, in order of urgency, then wait until something new is due."""
@@ -439,3 +445,23 @@ class Poller:
                 workdir=self._layout.workdir,
             )
             self.resolve(future, exc=exc, state=state)
+
+
+def _one_connect_error(error: Exception) -> Exception:
+    """The status queries and the loop's own commands may lose the connection at the same moment: one
+    ``ConnectError`` then stands for all of them (the final one, if the outage is past the deadline), so
+    that the session sees an outage rather than a crash."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop(0)
+        members = getattr(current, "exceptions", None)
+        if isinstance(members, tuple):
+            pending += [m for m in members if isinstance(m, BaseException)]
+        else:
+            leaves.append(current)
+    connect = [e for e in leaves if isinstance(e, ConnectError)]
+    if len(leaves) < 2 or len(connect) < len(leaves):
+        return error
+    final = [e for e in connect if not isinstance(e, ConnectionLost)]
+    return (final or connect)[0]
