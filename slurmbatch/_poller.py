@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import shlex
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -31,8 +31,9 @@ from anyio.abc import TaskStatus
 
 from ._errors import ConnectError, ConnectionLost, SubmissionError
 from ._journal import Journal
-from ._outcomes import Ended, ended_failure, forgotten_status, result_outcome, stderr_tail
+from ._outcomes import Ended, forgotten_status
 from ._remote_layout import RemoteLayout
+from ._result_files import ResultFiles
 from ._status_loop import StatusLoop, never_start_message
 from ._watcher import ResultWatcher
 from .future import JobFuture
@@ -120,6 +121,9 @@ class Poller:
             on_down=self._on_watcher_down,
             on_missing=self._workdir_missing,
             interval=watch_interval,
+        )
+        self._files = ResultFiles(
+            pool, layout, journal=journal, resolve=self.resolve, files_lost=self._files_lost
         )
         #: The scheduler queries, in a task of their own.
         self.status = StatusLoop(
@@ -234,7 +238,7 @@ class Poller:
             self._layout.workdir,
             len(self._live),
         )
-        self._files_lost |= set(self._live)
+        self._files_lost.update(self._live)  # in place: shared with the result files reader
         if self._restore_workdir is not None:
             await self._restore_workdir()
 
@@ -367,38 +371,10 @@ class Poller:
     async def _collect(self, finished: list[JobFuture[Any]]) -> None:
         """Fetch the results of ``finished`` over one SFTP session, resolve them, then remove the files."""
         self.collections += 1
-        paths = {self._layout.result(f.token): f for f in finished}
-        async with self._pool.sftp() as sftp:
-            contents = await sftp.get_many(paths)
-            self._ready.difference_update(f.token for f in finished)
-            collected = self._resolve_results(paths, contents)
-            if self._journal is not None:
-                self._journal.flush()  # collected for good before the files go
-            # Removed once resolved, not before: keeps W/results as short as the number of live jobs.
-            await sftp.remove_many(collected)
-        for path, future in paths.items():
-            if path not in collected and not future.done():
-                # Listed, but gone before we read it: let the scheduler tell how the job ended.
-                self._present.discard(future.token)
-        logger.info("collected %d result(s)", len(collected))
-
-    def _resolve_results(
-        self, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
-    ) -> list[str]:
-        """Resolve each future whose result file was read; return those files."""
-        collected = []
-        for path, future in paths.items():
-            data = contents.get(path)
-            if data is None or future.done():
-                continue
-            files_lost = future.token in self._files_lost
-            outcome = result_outcome(data, future, files_lost=files_lost, workdir=self._layout.workdir)
-            if outcome.error is None:
-                self.resolve(future, value=outcome.value)
-            else:
-                self.resolve(future, exc=outcome.error, state=JobState.FAILED)
-            collected.append(path)
-        return collected
+        self._ready.difference_update(f.token for f in finished)
+        for future in await self._files.collect(finished):
+            # Listed, but gone before we read it: let the scheduler tell how the job ended.
+            self._present.discard(future.token)
 
     async def _settle_ended(self, now: float) -> None:
         """Resolve jobs the scheduler called ended a grace period ago: by their result if one has
@@ -412,20 +388,7 @@ class Poller:
             self._ended.pop(future.token, None)
         if not due:
             return
-        results = {self._layout.result(f.token): f for f, _ in due}
-        stderrs = {self._layout.stderr(f.token): f.token for f, _ in due}
-        async with self._pool.sftp() as sftp:
-            try:
-                contents = await sftp.get_many([*results, *stderrs])
-            except OSError:  # e.g. a file we may not read: the end state alone must do
-                contents = {}
-            collected = self._resolve_results(results, contents)
-            if self._journal is not None:
-                self._journal.flush()
-            await sftp.remove_many(collected)
-        tails = {
-            stderrs[path]: stderr_tail(data) for path, data in contents.items() if path in stderrs and data
-        }
+        tails = await self._files.read_ended([f for f, _ in due])
         unconfirmed = [(f, e) for f, e in due if not f.done() and e.seen < 2]
         if unconfirmed:
             # Called ended once, and no result: ask once more before failing it. A job being requeued
@@ -433,18 +396,7 @@ class Poller:
             self.status.request()
             for future, ended in unconfirmed:
                 self._ended[future.token] = attrs.evolve(ended, settle_at=now + _ENDED_GRACE)
-        self._fail_ended([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
-
-    def _fail_ended(self, ended: Iterable[tuple[JobFuture[Any], JobStatus]], tails: dict[str, str]) -> None:
-        for future, status in ended:
-            exc, state = ended_failure(
-                future,
-                status,
-                tails.get(future.token, ""),
-                files_lost=future.token in self._files_lost,
-                workdir=self._layout.workdir,
-            )
-            self.resolve(future, exc=exc, state=state)
+        self._files.fail([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
 
 
 def _one_connect_error(error: Exception) -> Exception:

@@ -1,0 +1,111 @@
+"""Reading the files tracked jobs leave in the remote work directory, and resolving their futures by them.
+
+A batch of files is read over one SFTP session. A result file is removed once its future is resolved and
+the journal has noted it, not before: W/results stays as short as the number of live jobs, and a client
+killed in between finds the result again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._journal import Journal
+from ._outcomes import ended_failure, result_outcome, stderr_tail
+from ._remote_layout import RemoteLayout
+from .future import JobFuture
+from .slurm.states import JobState, JobStatus
+from .transport import SSHPool
+
+logger = logging.getLogger("slurmbatch")
+
+__all__ = ["ResultFiles"]
+
+
+class ResultFiles:
+    """Reads result and stderr files and resolves futures with what they hold.
+
+    Args:
+        pool: The session's SSH pool.
+        layout: Where the session's files are.
+        journal: Where resolved jobs are noted (flushed before their result files are removed).
+        resolve: Resolves a future (the poller's ``resolve``).
+        files_lost: Tokens of jobs whose files went with a removed work directory (shared, kept current
+            by the poller).
+    """
+
+    def __init__(
+        self,
+        pool: SSHPool,
+        layout: RemoteLayout,
+        *,
+        journal: Journal | None,
+        resolve: Callable[..., None],
+        files_lost: set[str],
+    ) -> None:
+        self._pool = pool
+        self._layout = layout
+        self._journal = journal
+        self._resolve = resolve
+        self._files_lost = files_lost
+
+    async def collect(self, finished: list[JobFuture[Any]]) -> list[JobFuture[Any]]:
+        """Resolve ``finished`` by their result files; return those whose file was not there."""
+        paths = {self._layout.result(f.token): f for f in finished}
+        async with self._pool.sftp() as sftp:
+            contents = await sftp.get_many(paths)
+            collected = self._resolve_results(paths, contents)
+            if self._journal is not None:
+                self._journal.flush()  # collected for good before the files go
+            await sftp.remove_many(collected)
+        logger.info("collected %d result(s)", len(collected))
+        return [f for path, f in paths.items() if path not in collected and not f.done()]
+
+    async def read_ended(self, ended: list[JobFuture[Any]]) -> dict[str, str]:
+        """Resolve jobs the scheduler called ended by their result files if these have appeared; return
+        the tails of the others' stderr files, by token."""
+        results = {self._layout.result(f.token): f for f in ended}
+        stderrs = {self._layout.stderr(f.token): f.token for f in ended}
+        async with self._pool.sftp() as sftp:
+            try:
+                contents = await sftp.get_many([*results, *stderrs])
+            except OSError:  # e.g. a file we may not read: the end state alone must do
+                contents = {}
+            collected = self._resolve_results(results, contents)
+            if self._journal is not None:
+                self._journal.flush()
+            await sftp.remove_many(collected)
+        return {
+            stderrs[path]: stderr_tail(data) for path, data in contents.items() if path in stderrs and data
+        }
+
+    def fail(self, ended: Iterable[tuple[JobFuture[Any], JobStatus]], tails: dict[str, str]) -> None:
+        """Fail jobs that ended in the given states without a result."""
+        for future, status in ended:
+            exc, state = ended_failure(
+                future,
+                status,
+                tails.get(future.token, ""),
+                files_lost=future.token in self._files_lost,
+                workdir=self._layout.workdir,
+            )
+            self._resolve(future, exc=exc, state=state)
+
+    def _resolve_results(
+        self, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
+    ) -> list[str]:
+        """Resolve each future whose result file was read; return those files."""
+        collected = []
+        for path, future in paths.items():
+            data = contents.get(path)
+            if data is None or future.done():
+                continue
+            files_lost = future.token in self._files_lost
+            outcome = result_outcome(data, future, files_lost=files_lost, workdir=self._layout.workdir)
+            if outcome.error is None:
+                self._resolve(future, value=outcome.value)
+            else:
+                self._resolve(future, exc=outcome.error, state=JobState.FAILED)
+            collected.append(path)
+        return collected
