@@ -197,8 +197,13 @@ class Poller:
         value: Any = None,
         exc: BaseException | None = None,
         state: JobState | None = None,
+        collected: bool = True,
     ) -> None:
-        """Resolve ``future`` with a value or an exception, and stop tracking it."""
+        """Resolve ``future`` with a value or an exception, and stop tracking it.
+
+        ``collected=False``: its outcome is not known (the session gave up following the job), so the
+        journal keeps it for a later reattach.
+        """
         if exc is None:
             future._set_result(value)
         else:
@@ -209,7 +214,7 @@ class Poller:
         self._ended.pop(future.token, None)
         self._files_lost.discard(future.token)
         self._vanished.discard(future.job_id)
-        if self._journal is not None:
+        if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
         if not self._live:
             self._idle.set()
@@ -452,7 +457,7 @@ class Poller:
             self._ready.difference_update(f.token for f in finished)
             collected = self._resolve_results(paths, contents)
             if self._journal is not None:
-                self._journal.flush()  # collected for good before the files go
+                await self._journal.flush()  # collected for good before the files go
             # Removed once resolved, not before: keeps W/results as short as the number of live jobs.
             await sftp.remove_many(collected)
         for path, future in paths.items():
@@ -506,7 +511,7 @@ class Poller:
                 contents = {}
             collected = self._resolve_results(results, contents)
             if self._journal is not None:
-                self._journal.flush()
+                await self._journal.flush()
             await sftp.remove_many(collected)
         tails = {
             stderrs[path]: "\n".join(data.decode(errors="replace").splitlines()[-_STDERR_TAIL_LINES:])

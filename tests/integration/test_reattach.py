@@ -127,10 +127,11 @@ async def test_a_job_whose_batch_never_ran_is_reported_not_resubmitted(
     async with SlurmSession("127.0.0.1", **options) as session:
         layout = session._layout
     # What a process killed just before its submit command reached the login node leaves behind.
-    crashed = Journal(path, session="session-crashed", host="127.0.0.1", workdir=layout.workdir)
+    crashed = await Journal.open(path, session="session-crashed")
+    await crashed.register("127.0.0.1", layout.workdir)
     # A fence of its own per run: a recovery claims the fence it asks about, for good.
-    crashed.submitting([(new_token(), layout.fence(new_token()), None)])
-    crashed.close()
+    await crashed.submitting([(new_token(), layout.fence(new_token()), None)])
+    await crashed.close()
     async with SlurmSession("127.0.0.1", **options) as session:
         (future,) = await session.reattach("session-crashed")
         with pytest.raises(SubmissionError, match="never submitted"):
@@ -142,7 +143,9 @@ async def test_reattach_names_the_work_directory_it_needs(
     slurm_cluster: ClusterSettings, tmp_path: Path
 ) -> None:
     path = tmp_path / "journal.sqlite3"
-    Journal(path, session="session-elsewhere", host="127.0.0.1", workdir="/somewhere/else").close()
+    elsewhere = await Journal.open(path, session="session-elsewhere")
+    await elsewhere.register("127.0.0.1", "/somewhere/else")
+    await elsewhere.close()
     async with SlurmSession("127.0.0.1", **session_options(slurm_cluster, journal=path)) as session:
         with pytest.raises(ValueError, match=r"remote_workdir='/somewhere/else'"):
             await session.reattach("session-elsewhere")
