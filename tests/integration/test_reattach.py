@@ -198,3 +198,16 @@ async def test_an_outage_past_the_deadline_loses_nothing_and_a_later_session_col
         assert sorted(f.job_id for f in again) == sorted(f.job_id for f in futures)
         with anyio.fail_after(120):
             assert sorted([await f for f in again]) == [0, 1, 4]
+
+
+async def test_reattach_leaves_the_jobs_of_a_session_still_open_alone(
+    slurm_cluster: ClusterSettings, tmp_path: Path
+) -> None:
+    options = session_options(slurm_cluster, journal=tmp_path / "journal.sqlite3")
+    async with SlurmSession("127.0.0.1", **options) as first, SlurmSession("127.0.0.1", **options) as second:
+        future = await first.submit(square, (3,))
+        # The first session is open and follows its job: nothing of it is adopted.
+        assert await second.reattach() == []
+        with pytest.raises(ValueError, match="still open"):
+            await second.reattach(first.id)
+        assert await future == 9
