@@ -106,7 +106,10 @@ class JobCleanup:
                 ids = scancel_argv([f.job_id for f in chunk])[1:]
                 result = await retry_lost(
                     functools.partial(
-                        self._pool.run, f"{self._slurm_setup}xargs scancel", input=" ".join(ids)
+                        self._pool.script,
+                        f"{self._slurm_setup}xargs scancel",
+                        data="\n".join(ids),
+                        what="scancel",
                     ),
                     deadline=self._reconnect_deadline,
                     what="cancelling jobs",
@@ -239,8 +242,11 @@ class JobCleanup:
         names += [posixpath.basename(fence) for fence in fences]
         with anyio.move_on_after(60):
             try:
-                await self._pool.run(
-                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs -0 rm -rf --", input="\0".join(names)
+                # One name per line: the names are the session's own tokens, without newlines.
+                await self._pool.script(
+                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs rm -rf --",
+                    data="\n".join(names),
+                    what="removing finished jobs' files",
                 )
             except Exception as exc:
                 logger.warning("could not remove the remote files of %d job(s): %s", len(done), exc)

@@ -109,7 +109,7 @@ class SessionLifecycle:
             runner_name=runner_name,
             slurm_setup=self._slurm_setup,
         )
-        result = await self._pool.run(command)
+        result = await self._pool.script(command, what="the session's first command (its probe)")
         facts = _probe.parse_probe(result.exit_status, result.stdout, result.stderr, workdir=self._workdir)
         _probe.python_check(
             facts.python_report,
@@ -207,7 +207,9 @@ class SessionLifecycle:
 
     async def _restore_workdir(self) -> None:
         """Recreate the remote work directory after someone removed it, with the runner in it."""
-        result = await self._pool.run("\n".join(_probe.workdir_lines(self._layout.workdir)))
+        result = await self._pool.script(
+            "\n".join(_probe.workdir_lines(self._layout.workdir)), what="recreating the work directory"
+        )
         if not result.ok:
             logger.error("could not recreate the remote work directory: %s", result.stderr.strip())
             return

@@ -321,7 +321,9 @@ class Submitter:
     ) -> CommandResult | tuple[dict[str, SbatchReply] | None, bool]:
         """Run the fenced batch; if the connection drops under it, what :meth:`recover` learns instead."""
         try:
-            return await self._pool.run("bash -s", input=fenced_script(body, fence) + "\n")
+            return await self._pool.script(
+                fenced_script(body, fence), shell="bash", what=f"submitting {jobs} job(s)"
+            )
         except ConnectionLost as error:
             self.finished_fences += stale
             await anyio.sleep(outage.lost(error, f"submitting {jobs} job(s)"))
@@ -345,7 +347,7 @@ class Submitter:
         """What the fenced batch did: None if it never started, else its replies and whether it ended."""
         what = "finding out which jobs a dropped submission submitted"
         result = await retry_lost(
-            lambda: self._pool.run(fence_recovery_command(fence)),
+            lambda: self._pool.script(fence_recovery_command(fence), what=what),
             deadline=self._reconnect_deadline,
             what=what,
         )
