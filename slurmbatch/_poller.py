@@ -51,6 +51,7 @@ _MARK = "@@slurmbatch-listing@@"
 # Printed when squeue or sacct failed (e.g. slurmctld restarting): their silence then means nothing.
 _NO_ANSWER = "@@slurmbatch-no-answer@@"
 _STDERR_TAIL_LINES = 20
+_STDERR_TAIL_BYTES = 16 * 1024  # read for those lines; a longer last line is cut at its start
 _ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
 
 
@@ -506,7 +507,9 @@ class Poller:
         stderrs = {self._layout.stderr(f.token): f.token for f, _ in due}
         async with self._pool.sftp() as sftp:
             try:
-                contents = await sftp.get_many([*results, *stderrs])
+                contents = await sftp.get_many(results)
+                # Only the end of each stderr, read from its offset: a job may have logged gigabytes.
+                contents.update(await sftp.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
             collected = self._resolve_results(results, contents)
