@@ -132,8 +132,9 @@ class JobCleanup:
             left = await self.cancel(live, within=self.cancel_timeout)
         except Exception as exc:  # e.g. some had just ended: they are reported as cancelled below either way
             logger.warning("could not cancel %d job(s): %s", len(live), exc)
+        kept = {id(f) for f in left}
         for future in live:
-            if future not in left:
+            if id(future) not in kept:
                 self.resolve_cancelled(future, why)
         if left:
             ids = [f.job_id for f in left]
@@ -162,6 +163,34 @@ class JobCleanup:
             ),
             state=JobState.CANCELLED,
         )
+
+    async def undo_map(self, accepted: Sequence[JobFuture[Any]], error: BaseException) -> BaseException:
+        """Cancel the calls of a map sbatch accepted before it refused another; return the error to raise."""
+        if not accepted:
+            return error
+        left: list[JobFuture[Any]] = []
+        try:
+            left = await self.cancel(accepted, within=self.cancel_timeout)
+        except SubmissionError as exc:
+            logger.warning(
+                "could not cancel the %d accepted call(s) of a refused map: %s", len(accepted), exc
+            )
+            left = [f for f in accepted if not f.done()]
+        why = "another part of the same map() was refused"
+        kept = {id(f) for f in left}
+        for future in accepted:
+            if id(future) not in kept:
+                self.resolve_cancelled(future, why)
+        said = f"The {len(accepted) - len(left)} call(s) of this map that sbatch had accepted were cancelled."
+        if left:
+            ids = " ".join(f.job_id for f in left)
+            said += f" These could not be cancelled and may be queued: scancel {ids}"
+        if not isinstance(error, SubmissionError):
+            logger.warning("%s (%s)", said, error)
+            return error
+        refused = SubmissionError(f"{error} {said}", sbatch_stderr=error.sbatch_stderr)
+        refused.__cause__ = error
+        return refused
 
     async def _settle_submissions(self) -> None:
         """Queued submissions fail; those under way are waited for, or their fences claimed (capped)."""

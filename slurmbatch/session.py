@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import _probe
-from ._errors import PayloadError, SessionClosedError, SubmissionError
+from ._errors import PayloadError, SessionClosedError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
 from ._lifecycle import SessionLifecycle
@@ -302,39 +302,12 @@ class SlurmSession(SessionLifecycle):
         futures: list[JobFuture[T]] = [r.future for r in requests if r.future is not None]
         refused = [r.error for r in requests if r.error is not None]
         if refused:
-            raise await self._undo_map(futures, refused[0])
+            raise await self._jobs.undo_map(futures, refused[0])
         if progress:
             self._tg.start_soon(
                 show_progress, futures, self._poller.progress_event, getattr(fn, "__name__", "map")
             )
         return futures
-
-    async def _undo_map(self, accepted: list[JobFuture[Any]], error: BaseException) -> BaseException:
-        """Cancel the calls of a map sbatch accepted before it refused another; return the error to raise."""
-        if not accepted:
-            return error
-        left: list[JobFuture[Any]] = []
-        try:
-            left = await self._jobs.cancel(accepted, within=self._cancel_timeout)
-        except SubmissionError as exc:
-            logger.warning(
-                "could not cancel the %d accepted call(s) of a refused map: %s", len(accepted), exc
-            )
-            left = [f for f in accepted if not f.done()]
-        why = "another part of the same map() was refused"
-        for future in accepted:
-            if future not in left:
-                self._jobs.resolve_cancelled(future, why)
-        said = f"The {len(accepted) - len(left)} call(s) of this map that sbatch had accepted were cancelled."
-        if left:
-            ids = " ".join(f.job_id for f in left)
-            said += f" These could not be cancelled and may be queued: scancel {ids}"
-        if not isinstance(error, SubmissionError):
-            logger.warning("%s (%s)", said, error)
-            return error
-        refused = SubmissionError(f"{error} {said}", sbatch_stderr=error.sbatch_stderr)
-        refused.__cause__ = error
-        return refused
 
     async def as_completed(self, futures: Iterable[JobFuture[T]]) -> AsyncIterator[JobFuture[T]]:
         """Yield ``futures`` as their jobs finish (whatever the outcome), first finished first."""
