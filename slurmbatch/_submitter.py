@@ -268,6 +268,8 @@ class Submitter:
         controller_down = Outage(self._reconnect_deadline)
         pending = list(jobs)
         while pending:
+            if self._closed:  # the session is ending: a batch not sent yet is not sent at all
+                raise _closed_error()
             fence = self._layout.fence(new_token())
             stale, self.finished_fences = self.finished_fences, []
             body = write_files_script({p: files[p] for j in pending for p in self._job_files(j)})
