@@ -13,6 +13,7 @@
 from ._errors import (
     ConnectError,
     ConnectionLost,
+    IncompleteReply,
     JobCancelled,
     JobFailed,
     JobNodeFailure,
@@ -32,12 +33,15 @@ from .executor import SlurmExecutor
 from .future import JobFuture
 from .rpc_budget import RpcBudget
 from .session import SlurmSession
+from .slurm.release import ClusterInfo
 from .slurm.states import JobState
 from .spec import JobSpec
 
 __all__ = [
+    "ClusterInfo",
     "ConnectError",
     "ConnectionLost",
+    "IncompleteReply",
     "JobCancelled",
     "JobFailed",
     "JobFuture",

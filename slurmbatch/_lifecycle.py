@@ -24,6 +24,7 @@ from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
 from .payload import FunctionBlob, runner_digest, runner_source
 from .rpc_budget import RpcBudget, TokenBucket
+from .slurm.release import ClusterInfo
 from .transport import ConnectSettings, SSHPool
 
 __all__ = ["SessionLifecycle"]
@@ -37,6 +38,7 @@ class SessionLifecycle:
     settings: ConnectSettings
     id: str
     max_array_size: int
+    cluster_info: ClusterInfo
     _python: str
     _check_remote_python: bool
     _workdir: str
@@ -119,6 +121,9 @@ class SessionLifecycle:
         )
         self._layout = RemoteLayout(facts.workdir)
         self.max_array_size = facts.max_array_size
+        #: What the session learnt about the cluster when it opened: Slurm version, accounting, limits.
+        self.cluster_info = facts.cluster_info
+        self.cluster_info.warn_if_untested(self.settings.host)
         if self._journal is not None:
             await self._journal.register(self.settings.host, facts.workdir)
         if not facts.runner_present:

@@ -12,6 +12,7 @@ import shlex
 import attrs
 
 from ._errors import RemoteEnvironmentError
+from .slurm.release import ClusterInfo
 from .spec import interpreter_words
 
 __all__ = [
@@ -26,7 +27,15 @@ __all__ = [
 
 _SEP = "@@slurmbatch@@"
 _NO_SBATCH = "@@no-sbatch@@"
-_CONFIG_KEYS = ("AccountingStorageType", "MaxArraySize", "MinJobAge", "JobCompType", "ClusterName")
+_CONFIG_KEYS = (
+    "AccountingStorageType",
+    "MaxArraySize",
+    "MinJobAge",
+    "JobCompType",
+    "ClusterName",
+    "SLURM_VERSION",
+)
+_SACCT_ANSWERS = "@@sacct-answers@@"
 _PYTHON_CHECK = (
     # flush: stderr is merged into the same pipe, and an import error must not overtake the version line.
     "import sys; print('%d.%d' % sys.version_info[:2], flush=True); import cloudpickle; "
@@ -43,10 +52,17 @@ class RemoteFacts:
     python_report: str
     config: dict[str, str]
 
+    sacct_answers: bool = False
+
     @property
     def accounting(self) -> bool:
         """True if slurmdbd keeps job records, so plain ``sacct`` knows purged jobs."""
         return self.config.get("AccountingStorageType", "") == "accounting_storage/slurmdbd"
+
+    @property
+    def cluster_info(self) -> ClusterInfo:
+        """What the session tells its user about the cluster."""
+        return ClusterInfo.from_config(self.config, sacct_answers=self.sacct_answers)
 
     @property
     def max_array_size(self) -> int:
@@ -147,6 +163,8 @@ def probe_command(workdir: str, *, python: str | None, runner_name: str, slurm_s
             slurm_setup.rstrip("\n") or ":",
             f"command -v sbatch >/dev/null 2>&1 || echo {_NO_SBATCH}",
             f"scontrol show config 2>&1 | grep -E '^({keys}) '",
+            # Whether accounting answers at all (a hung slurmdbd must not hang the session's start).
+            f"timeout 10 sacct -n -X -P -j 1 -o JobID >/dev/null 2>&1 && echo {_SACCT_ANSWERS}",
             "exit 0",
         ]
     )
@@ -175,7 +193,11 @@ def parse_probe(exit_status: int, stdout: str, stderr: str, *, workdir: str) -> 
         if key.strip() in _CONFIG_KEYS:
             config[key.strip()] = value.strip()
     return RemoteFacts(
-        workdir=path, runner_present=runner == "present", python_report=python_report, config=config
+        workdir=path,
+        runner_present=runner == "present",
+        python_report=python_report,
+        config=config,
+        sacct_answers=_SACCT_ANSWERS in config_text,
     )
 
 

@@ -29,6 +29,7 @@ from ._submitter import ArrayShape, SubmitRequest
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function
 from .rpc_budget import RpcBudget, TokenBucket
+from .slurm.release import ClusterInfo
 from .spec import JobSpec
 from .transport import ConnectSettings, SSHPool
 
@@ -179,6 +180,10 @@ class SlurmSession(SessionLifecycle):
         # stale. Large arguments are still uploaded once per content (their hash).
         self._arguments = ArgumentStore(remembered=0, max_bytes=max_argument_bytes)
         self.max_array_size = 1001
+        #: What the session learnt about the cluster when it opened (:class:`ClusterInfo`): the Slurm
+        #: version, whether accounting answers, MaxArraySize, MinJobAge. An untested release is a
+        #: warning in the log, not a failure.
+        self.cluster_info = ClusterInfo()
 
     async def __aenter__(self) -> SlurmSession:
         await self._enter()
