@@ -13,12 +13,14 @@
 from ._errors import (
     ConnectError,
     ConnectionLost,
+    IncompleteReply,
     JobCancelled,
     JobFailed,
     JobNodeFailure,
     JobOutOfMemory,
     JobPreempted,
     JobTimeout,
+    JournalError,
     PayloadError,
     RemoteEnvironmentError,
     RemoteError,
@@ -31,12 +33,15 @@ from .executor import SlurmExecutor
 from .future import JobFuture
 from .rpc_budget import RpcBudget
 from .session import SlurmSession
+from .slurm.release import ClusterInfo
 from .slurm.states import JobState
 from .spec import JobSpec
 
 __all__ = [
+    "ClusterInfo",
     "ConnectError",
     "ConnectionLost",
+    "IncompleteReply",
     "JobCancelled",
     "JobFailed",
     "JobFuture",
@@ -46,6 +51,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobTimeout",
+    "JournalError",
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",

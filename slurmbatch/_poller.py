@@ -5,7 +5,7 @@ of new files in W/results; each batch (one listing's news) is fetched at once ov
 its futures resolved. No scheduler RPC is involved.
 
 The scheduler is asked only about jobs that may have ended without a result (timeout, out of memory,
-node failure, cancellation), by a :class:`~slurmbatch._status_loop.StatusLoop` in a task of its own, so
+node failure, cancellation), by a :class:`~slurmbatch._scheduler_queries.SchedulerQueries` in a task of its own, so
 that a slow scheduler never holds back a result. A job the scheduler calls ended gets a short grace
 (network file systems lag), then its result file and stderr are read directly: a result found wins,
 else the job fails with its end state.
@@ -34,7 +34,7 @@ from ._journal import Journal
 from ._outcomes import Ended, forgotten_status
 from ._remote_layout import RemoteLayout
 from ._result_files import ResultFiles
-from ._status_loop import StatusLoop, never_start_message
+from ._scheduler_queries import SchedulerQueries, never_start_message
 from ._watcher import ResultWatcher
 from .future import JobFuture
 from .rpc_budget import TokenBucket
@@ -126,7 +126,7 @@ class Poller:
             pool, layout, journal=journal, resolve=self.resolve, files_lost=self._files_lost
         )
         #: The scheduler queries, in a task of their own.
-        self.status = StatusLoop(
+        self.status = SchedulerQueries(
             pool,
             accounting=accounting,
             interval=status_interval,
@@ -197,8 +197,13 @@ class Poller:
         value: Any = None,
         exc: BaseException | None = None,
         state: JobState | None = None,
+        collected: bool = True,
     ) -> None:
-        """Resolve ``future`` with a value or an exception, and stop tracking it."""
+        """Resolve ``future`` with a value or an exception, and stop tracking it.
+
+        ``collected=False``: its outcome is not known (the session gave up following the job), so the
+        journal keeps it for a later reattach.
+        """
         if exc is None:
             future._set_result(value)
         else:

@@ -22,6 +22,8 @@ logger = logging.getLogger("slurmbatch")
 
 __all__ = ["ResultFiles"]
 
+_STDERR_TAIL_BYTES = 16 * 1024  # read for the tail's lines; a longer last line is cut at its start
+
 
 class ResultFiles:
     """Reads result and stderr files and resolves futures with what they hold.
@@ -57,7 +59,7 @@ class ResultFiles:
             contents = await sftp.get_many(paths)
             collected = self._resolve_results(paths, contents)
             if self._journal is not None:
-                self._journal.flush()  # collected for good before the files go
+                await self._journal.flush()  # collected for good before the files go
             await sftp.remove_many(collected)
         logger.info("collected %d result(s)", len(collected))
         return [f for path, f in paths.items() if path not in collected and not f.done()]
@@ -69,12 +71,14 @@ class ResultFiles:
         stderrs = {self._layout.stderr(f.token): f.token for f in ended}
         async with self._pool.sftp() as sftp:
             try:
-                contents = await sftp.get_many([*results, *stderrs])
+                contents = await sftp.get_many(results)
+                # Only the end of each stderr, read from its offset: a job may have logged gigabytes.
+                contents.update(await sftp.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
             collected = self._resolve_results(results, contents)
             if self._journal is not None:
-                self._journal.flush()
+                await self._journal.flush()
             await sftp.remove_many(collected)
         return {
             stderrs[path]: stderr_tail(data) for path, data in contents.items() if path in stderrs and data

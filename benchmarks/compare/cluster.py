@@ -29,7 +29,9 @@ def start(state_dir: Path) -> ClusterSettings:
 def slurm(cluster: ClusterSettings, *argv: str, timeout: float = 60) -> str:
     """Run a Slurm command against this cluster; its standard output."""
     env = dict(os.environ, SLURM_CONF=cluster.slurm_conf)
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        cluster.admin_argv(list(argv)), env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
     return done.stdout
 
 

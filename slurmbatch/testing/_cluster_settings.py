@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -31,6 +32,13 @@ class ClusterSettings:
     sshd_log: str
     state_dir: str
     cluster_name: str
+
+    def admin_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` (e.g. ``scontrol update ...``) as root runs it against this cluster, run with
+        ``SLURM_CONF`` set to :attr:`slurm_conf`: inside the cluster's own root for a release other than
+        the host's, whose controller the host's commands cannot speak to."""
+        root = Path(self.state_dir) / "root"
+        return ["/usr/sbin/chroot", str(root), *argv] if (root / ".slurmbatch-root").exists() else argv
 
     def as_dict(self) -> dict[str, Any]:
         """The settings as plain JSON-able values."""

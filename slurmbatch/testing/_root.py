@@ -60,6 +60,8 @@ RELEASES: dict[str, ChrootRelease | None] = {
             "python3-venv",
             "tcsh",
             "procps",
+            "slurmdbd",
+            "mariadb-server",
         ),
     ),
 }

@@ -61,14 +61,16 @@ def start_accounting(store: StateFile, state: dict[str, Any], *, user: str) -> N
     if not (datadir / "mysql").exists():
         layout.mariadb_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         run(
-            [
-                "mariadb-install-db",
-                "--no-defaults",
-                "--user=root",
-                f"--datadir={datadir}",
-                "--auth-root-authentication-method=socket",
-                "--skip-test-db",
-            ],
+            store.command(
+                [
+                    "mariadb-install-db",
+                    "--no-defaults",
+                    "--user=root",
+                    f"--datadir={datadir}",
+                    "--auth-root-authentication-method=socket",
+                    "--skip-test-db",
+                ]
+            ),
             timeout=300,
         )
     store.launch(
@@ -87,7 +89,7 @@ def start_accounting(store: StateFile, state: dict[str, Any], *, user: str) -> N
             "--skip-name-resolve",
         ],
     )
-    client = ["mariadb", "--no-defaults", "-uroot", f"--socket={layout.mariadb_socket}"]
+    client = store.command(["mariadb", "--no-defaults", "-uroot", f"--socket={layout.mariadb_socket}"])
     wait_until(
         lambda: succeeds([*client, "-e", "SELECT 1"], timeout=5),
         timeout=60,
@@ -101,29 +103,38 @@ def start_accounting(store: StateFile, state: dict[str, Any], *, user: str) -> N
     run([*client, "-e", grant])
     store.launch(state, "slurmdbd", ["/usr/sbin/slurmdbd", "-D"])
     wait_until(
-        lambda: succeeds(["sacctmgr", "-n", "list", "cluster"], env=store.env(layout), timeout=10),
+        lambda: succeeds(
+            store.command(["sacctmgr", "-n", "list", "cluster"]), env=store.env(layout), timeout=10
+        ),
         timeout=60,
         what="slurmdbd answering sacctmgr",
         log=layout.log_dir / "slurmdbd.log",
     )
     # The cluster must be registered before slurmctld starts, or accounting stays off until it is.
-    listed = run(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"], env=store.env(layout))
+    listed = run(
+        store.command(["sacctmgr", "-n", "-P", "list", "cluster", "format=cluster"]), env=store.env(layout)
+    )
     if layout.cluster_name not in listed.split():
-        run(["sacctmgr", "-i", "add", "cluster", layout.cluster_name], env=store.env(layout))
+        run(store.command(["sacctmgr", "-i", "add", "cluster", layout.cluster_name]), env=store.env(layout))
     register_accounting_user(store, layout, user)
 
 
 def register_accounting_user(store: StateFile, layout: ClusterLayout, user: str) -> None:
     """Give ``user`` an association in slurmdbd (account ``local``), or sbatch refuses its jobs."""
     env = store.env(layout)
-    accounts = run(["sacctmgr", "-n", "-P", "list", "user", "format=user"], env=env)
+    accounts = run(store.command(["sacctmgr", "-n", "-P", "list", "user", "format=user"]), env=env)
     if user in accounts.split():
         return
-    listed = run(["sacctmgr", "-n", "-P", "list", "account", "format=account"], env=env)
+    listed = run(store.command(["sacctmgr", "-n", "-P", "list", "account", "format=account"]), env=env)
     if "local" not in listed.split():
-        run(["sacctmgr", "-i", "add", "account", "local", f"cluster={layout.cluster_name}"], env=env)
+        run(
+            store.command(["sacctmgr", "-i", "add", "account", "local", f"cluster={layout.cluster_name}"]),
+            env=env,
+        )
     run(
-        ["sacctmgr", "-i", "add", "user", user, "account=local", f"cluster={layout.cluster_name}"],
+        store.command(
+            ["sacctmgr", "-i", "add", "user", user, "account=local", f"cluster={layout.cluster_name}"]
+        ),
         env=env,
     )
 

@@ -122,11 +122,6 @@ class LocalCluster:
         _install.ensure_keys(layout, user=user)
         root = self._store.root
         if root is not None:
-            if self.options.slurmdbd:
-                raise ClusterError(
-                    f"slurmdbd is not offered for Slurm {self.options.slurm}: its root has no MariaDB. "
-                    "Run that release without --slurmdbd (sacct then reads the job completion records)."
-                )
             root.unpack()
             root.mount()
             root.add_host_user(self.user)

@@ -71,7 +71,8 @@ class ScriptFrame:
         """The text to send on standard input: ``body`` framed, with ``data`` as its standard input."""
         if data is not None and "\0" in data:
             raise ValueError("data of a remote script is text: it may not hold NUL bytes")
-        delimiter = f"{_PREFIX}data-{self.nonce}"
+        # No "@" in a here-document's delimiter: dash then drops bytes (0xc2 of UTF-8 text) from its body.
+        delimiter = f"SB_DATA_{self.nonce}"
         if data is None:
             redirect, document = "</dev/null", ""
         else:

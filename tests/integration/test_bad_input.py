@@ -431,12 +431,15 @@ def short_partition(slurm_cluster: ClusterSettings) -> Iterator[str]:
     name = f"short{secrets.token_hex(3)}"
     env = {**os.environ, "SLURM_CONF": slurm_cluster.slurm_conf}
     scontrol = ["scontrol", "create", f"PartitionName={name}", "Nodes=ALL", "MaxTime=1", "State=UP"]
-    subprocess.run(scontrol, check=True, env=env, capture_output=True)
+    subprocess.run(slurm_cluster.admin_argv(scontrol), check=True, env=env, capture_output=True)
     try:
         yield name
     finally:
         subprocess.run(
-            ["scontrol", "delete", f"PartitionName={name}"], check=False, env=env, capture_output=True
+            slurm_cluster.admin_argv(["scontrol", "delete", f"PartitionName={name}"]),
+            check=False,
+            env=env,
+            capture_output=True,
         )
 
 

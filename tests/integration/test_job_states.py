@@ -74,7 +74,10 @@ async def test_end_states_map_to_typed_errors(cluster: ClusterSettings, anyio_ba
         # Taking a node down is an administrator's act: run as root with the cluster's own config.
         env = {"SLURM_CONF": cluster.slurm_conf, "PATH": "/usr/bin:/bin"}
         await anyio.run_process(
-            ["scontrol", "update", "nodename=node2", "state=down", "reason=slurmbatch-test"], env=env
+            cluster.admin_argv(
+                ["scontrol", "update", "nodename=node2", "state=down", "reason=slurmbatch-test"]
+            ),
+            env=env,
         )
         try:
             with anyio.fail_after(60), pytest.raises(JobNodeFailure):
@@ -82,7 +85,9 @@ async def test_end_states_map_to_typed_errors(cluster: ClusterSettings, anyio_ba
         finally:
             # ReturnToService=2 may have brought it back already; then there is nothing to resume.
             await anyio.run_process(
-                ["scontrol", "update", "nodename=node2", "state=resume"], env=env, check=False
+                cluster.admin_argv(["scontrol", "update", "nodename=node2", "state=resume"]),
+                env=env,
+                check=False,
             )
 
         with anyio.fail_after(120):

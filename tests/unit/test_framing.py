@@ -21,7 +21,8 @@ def run_framed(
         ["/bin/sh", "-c", command],
         input=frame.script(body, data),
         capture_output=True,
-        text=True,
+        encoding="utf-8",  # what the pool sends and reads, whatever this machine's locale
+        errors="replace",
         timeout=30,
         check=False,
     )

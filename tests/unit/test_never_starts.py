@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slurmbatch._status_loop import NeverStartWatch
+from slurmbatch._scheduler_queries import NeverStartWatch
 from slurmbatch.slurm.states import MAY_CLEAR, NEVER_STARTS, JobState, JobStatus
 
 

@@ -98,3 +98,26 @@ def test_squeue_of_an_unknown_job_is_an_invalid_job_id_error(release: str) -> No
     text = recorded(release, "squeue-unknown-job.txt")
     assert text.startswith("exit=1")
     assert is_invalid_job_id_error(text)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_cluster_info_names_the_release_and_its_exit_code_form(release: str) -> None:
+    from slurmbatch import ClusterInfo
+
+    info = ClusterInfo.from_config(parse_scontrol_config(recorded(release, "scontrol-show-config.txt")))
+    assert info.slurm_version.startswith(release) and info.tested
+    assert info.exit_code_format == ("wait status" if release == "22.05" else "code:signal")
+    assert info.accounting is False and info.max_array_size == 1001 and info.cluster_name
+
+
+def test_an_untested_release_is_a_warning_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    from slurmbatch import ClusterInfo
+
+    info = ClusterInfo.from_config(
+        {"SLURM_VERSION": "25.05.1", "AccountingStorageType": "accounting_storage/slurmdbd"},
+        sacct_answers=True,
+    )
+    assert info.accounting and not info.tested and info.release == (25, 5)
+    with caplog.at_level("WARNING", logger="slurmbatch"):
+        info.warn_if_untested("login.example.org")
+    assert "Slurm 25.05.1" in caplog.text and "22.05 and 24.11" in caplog.text
