@@ -214,7 +214,7 @@ class Poller:
         self._ended.pop(future.token, None)
         self._files_lost.discard(future.token)
         self.status.forget(future)
-        if self._journal is not None:
+        if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
         if not self._live:
             self._idle.set()
