@@ -47,6 +47,20 @@ class ConnectionLost(ConnectError):
     """
 
 
+class IncompleteReply(ConnectionLost):
+    """A remote script's reply ended before its end marker: it may have run partly, fully, or not at all.
+
+    Raised when the shell that ran it died or its channel closed early; never taken for a script that
+    printed nothing. The session treats it as a lost connection: what is safe to run again runs again,
+    a submission is looked up first. ``stdout`` and ``stderr`` hold what did arrive.
+    """
+
+    def __init__(self, message: str, *, stdout: str = "", stderr: str = "", host: str = "") -> None:
+        super().__init__(message, host=host)
+        self.stdout = stdout
+        self.stderr = stderr
+
+
 class SubmissionError(SlurmBatchError):
     """``sbatch`` refused the job; the message carries sbatch's own words."""
 

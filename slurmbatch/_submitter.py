@@ -235,7 +235,9 @@ class Submitter:
                     for token in self._request_tokens(job)
                 )
             try:
-                result = await self._pool.run("bash -s", input=fenced_script(body, fence) + "\n")
+                result = await self._pool.script(
+                    fenced_script(body, fence), shell="bash", what=f"submitting {len(pending)} job(s)"
+                )
             except ConnectionLost as error:
                 self.finished_fences += stale
                 await anyio.sleep(outage.lost(error, f"submitting {len(pending)} job(s)"))
@@ -280,7 +282,7 @@ class Submitter:
         """What the fenced batch did: None if it never started, else its replies and whether it ended."""
         what = "finding out which jobs a dropped submission submitted"
         result = await retry_lost(
-            lambda: self._pool.run(fence_recovery_command(fence)),
+            lambda: self._pool.script(fence_recovery_command(fence), what=what),
             deadline=self._reconnect_deadline,
             what=what,
         )

@@ -50,7 +50,8 @@ def watch_command(results_dir: str, *, interval: float, heartbeat: float) -> str
         line for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")
     )
     beat = max(1, math.ceil(heartbeat / interval))
-    # exec: no login shell lingers between sshd and the watcher, so SIGTERM on close reaches it.
+    # Run by /bin/sh from stdin (`SSHPool.stream_script`), never by the login shell: exec, so that only
+    # the framing shell stands between sshd and the watcher, in the same process group for SIGTERM.
     return f"exec sh -c {shlex.quote(code)} {PROGRAM_NAME} " + shlex.join(
         [results_dir, f"{interval:g}", str(beat)]
     )
@@ -166,7 +167,7 @@ class ResultWatcher:
         up_at: float | None = None
         appeared: list[str] = []
         gone: list[str] = []
-        async with self._pool.stream(self._command) as lines:
+        async with self._pool.stream_script(self._command) as lines:
             self.starts += 1
             logger.debug("result watcher %d started", self.starts)
             while True:

@@ -248,7 +248,7 @@ class SlurmSession:
             runner_name=runner_name,
             slurm_setup=self._slurm_setup,
         )
-        result = await self._pool.run(command)
+        result = await self._pool.script(command, what="the session's first command (its probe)")
         facts = _probe.parse_probe(result.exit_status, result.stdout, result.stderr, workdir=self._workdir)
         _probe.python_check(
             facts.python_report,
@@ -333,7 +333,9 @@ class SlurmSession:
 
     async def _restore_workdir(self) -> None:
         """Recreate the remote work directory after someone removed it, with the runner in it."""
-        result = await self._pool.run("\n".join(_probe.workdir_lines(self._layout.workdir)))
+        result = await self._pool.script(
+            "\n".join(_probe.workdir_lines(self._layout.workdir)), what="recreating the work directory"
+        )
         if not result.ok:
             logger.error("could not recreate the remote work directory: %s", result.stderr.strip())
             return
@@ -623,9 +625,10 @@ class SlurmSession:
                     await self._budget.acquire(len(ids[start : start + step]))
                 result = await retry_lost(
                     functools.partial(
-                        self._pool.run,
+                        self._pool.script,
                         f"{self._slurm_setup}xargs scancel",
-                        input=" ".join(ids[start : start + step]),
+                        data="\n".join(ids[start : start + step]),
+                        what="scancel",
                     ),
                     deadline=self._reconnect_deadline,
                     what="cancelling jobs",
@@ -720,8 +723,11 @@ class SlurmSession:
         names += [posixpath.basename(fence) for fence in fences]
         with anyio.move_on_after(60):
             try:
-                await self._pool.run(
-                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs -0 rm -rf --", input="\0".join(names)
+                # One name per line: the names are the session's own tokens, without newlines.
+                await self._pool.script(
+                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs rm -rf --",
+                    data="\n".join(names),
+                    what="removing finished jobs' files",
                 )
             except Exception as exc:
                 logger.warning("could not remove the remote files of %d job(s): %s", len(done), exc)

@@ -19,7 +19,14 @@ from typing import TypeVar
 
 import asyncssh
 
-__all__ = ["ChannelNotOpened", "start_output_process", "start_process", "start_sftp", "stop_process"]
+__all__ = [
+    "ChannelNotOpened",
+    "SFTPUnavailable",
+    "start_output_process",
+    "start_process",
+    "start_sftp",
+    "stop_process",
+]
 
 T = TypeVar("T")
 
@@ -50,22 +57,52 @@ async def start_process(
 
 
 async def start_output_process(
-    connection: asyncssh.SSHClientConnection, command: str
+    connection: asyncssh.SSHClientConnection, command: str, stdin: bytes | None = None
 ) -> asyncssh.SSHClientProcess[bytes]:
     """Start ``command`` on a new channel for its standard output alone.
 
-    It reads end of file on standard input, and its standard error is discarded, so that output nobody
-    reads cannot fill the channel's window and stall standard output.
+    It reads ``stdin`` and then end of file on standard input, and its standard error is discarded, so
+    that output nobody reads cannot fill the channel's window and stall standard output.
     """
-    opening = connection.create_process(
-        command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None
-    )
+    if stdin:
+        opening = connection.create_process(command, input=stdin, stderr=asyncssh.DEVNULL, encoding=None)
+    else:
+        opening = connection.create_process(
+            command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None
+        )
     return await _open(connection, opening, stop_process)
 
 
-async def start_sftp(connection: asyncssh.SSHClientConnection) -> asyncssh.SFTPClient:
-    """Open an SFTP session on a new channel."""
-    return await _open(connection, connection.start_sftp_client(), asyncssh.SFTPClient.exit)
+class SFTPUnavailable(Exception):
+    """The server has no usable SFTP subsystem: ``garbled`` if it answered with something else."""
+
+    def __init__(self, *, garbled: bool, cause: BaseException) -> None:
+        super().__init__(f"SFTP unavailable ({'garbled' if garbled else 'no subsystem'}): {cause}")
+        self.garbled = garbled
+        self.cause = cause
+
+
+async def start_sftp(connection: asyncssh.SSHClientConnection, timeout: float) -> asyncssh.SFTPClient:
+    """Open an SFTP session on a new channel.
+
+    Raises `SFTPUnavailable` when the server refuses the subsystem, or when what came back is not SFTP
+    (a login shell's start-up file printing before the external sftp-server speaks), or nothing came back
+    within ``timeout`` seconds.
+    """
+    try:
+        return await _open(
+            connection, asyncio.wait_for(connection.start_sftp_client(), timeout), asyncssh.SFTPClient.exit
+        )
+    except ChannelNotOpened as error:
+        cause = error.cause
+        if (
+            isinstance(cause, asyncssh.ChannelOpenError)
+            and cause.code == asyncssh.OPEN_REQUEST_SESSION_FAILED
+        ):
+            raise SFTPUnavailable(garbled=False, cause=cause) from cause
+        raise
+    except (asyncssh.SFTPError, asyncio.TimeoutError) as error:
+        raise SFTPUnavailable(garbled=True, cause=error) from error
 
 
 def stop_process(process: asyncssh.SSHClientProcess[bytes]) -> None:

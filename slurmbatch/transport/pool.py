@@ -38,13 +38,15 @@ import anyio
 import asyncssh
 import attrs
 
-from slurmbatch._errors import ConnectError, SessionClosedError, SlurmBatchError
+from slurmbatch._errors import ConnectError, IncompleteReply, SessionClosedError
 
-from ._backoff import reconnect_delays, refusal_pause
+from ._backoff import refusal_pause
 from ._bridge import AsyncioBridge
-from ._channel import ChannelNotOpened, start_output_process, start_sftp, stop_process
-from ._connect import Target, connect, explain, is_throttling, is_unreachable, load_options
+from ._channel import ChannelNotOpened, SFTPUnavailable, start_output_process, start_sftp, stop_process
+from ._dialer import Dialer
 from ._exec import run_command
+from .exec_files import ExecFileSession
+from .framing import ScriptFrame
 from .result import CommandResult
 from .settings import ConnectSettings
 from .sftp import SFTPClient
@@ -120,7 +122,6 @@ class SSHPool:
         self._settings = settings
         self._max_connections = max_connections
         self._max_channels = max_channels
-        self._connect_interval = connect_interval
         self._reconnect_deadline = reconnect_deadline
 
         self._bridge = AsyncioBridge()
@@ -131,15 +132,16 @@ class SSHPool:
         self._opening = 0
         self._closed = False
 
-        self._options: asyncssh.SSHClientConnectionOptions | None = None
-        self._target = Target.of(settings, None)
-        self._ever_connected = False
-        self._outage_since: float | None = None
-        self._last_attempt_at: float | None = None
+        self._dialer = Dialer(
+            settings, self._bridge, connect_interval=connect_interval, reconnect_deadline=reconnect_deadline
+        )
         self._arrivals = 0
         self._failure: _Failure | None = None
+        #: What the login shell's start-up files printed on standard output before a script, if anything.
+        self.startup_output = ""
+        #: Why files travel over exec channels instead of SFTP, once that was found out; else None.
+        self.sftp_unavailable: str | None = None
 
-        self._opened = 0
         self._lost = 0
         self._refusals = 0
         self._peak = 0
@@ -165,7 +167,7 @@ class SSHPool:
     def stats(self) -> PoolStats:
         """A snapshot of the pool's counters."""
         return PoolStats(
-            connections_opened=self._opened,
+            connections_opened=self._dialer.opened,
             connections_lost=self._lost,
             channel_refusals_retried=self._refusals,
             channels_in_use_peak=self._peak,
@@ -205,11 +207,11 @@ class SSHPool:
         async def run_on(connection: _Connection) -> CommandResult:
             with anyio.move_on_after(timeout) as scope:
                 return await self._bridge.call(
-                    run_command, connection.ssh, command, stdin, target=self._target
+                    run_command, connection.ssh, command, stdin, target=self._dialer.target
                 )
             assert scope.cancelled_caught
             raise TimeoutError(
-                f"{command!r} did not finish within {timeout:g} s on {self._target.address}; "
+                f"{command!r} did not finish within {timeout:g} s on {self._dialer.target.address}; "
                 "it was sent SIGTERM and its channel closed"
             )
 
@@ -219,12 +221,56 @@ class SSHPool:
             self._release(connection)
         return result
 
+    async def script(
+        self,
+        body: str,
+        *,
+        data: str | None = None,
+        shell: str = "/bin/sh",
+        what: str = "a remote command",
+        # Not the caller's cancel scope: it excludes queueing for a channel and names the script.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> CommandResult:
+        """Run ``body`` under ``shell`` (not the login shell), and return what the body printed.
+
+        The login shell only sees ``exec <shell> -s``; ``body`` (shell lines) travels on standard input,
+        framed by markers (see :mod:`~slurmbatch.transport.framing`), so neither a tcsh login shell nor
+        the output of start-up files touches it. ``data`` (text) is the body's standard input; without
+        it the body reads ``/dev/null``. The result holds the body's own output and exit status.
+
+        Raises:
+            IncompleteReply: the reply ended before the body did (the shell died, the channel closed);
+                the body may have run partly or fully.
+            RemoteEnvironmentError: the script never started (e.g. ``shell`` does not exist there).
+            ConnectError, TimeoutError, SessionClosedError: as for :meth:`run`.
+        """
+        frame = ScriptFrame(shell=shell)
+        result = await self.run(frame.command, input=frame.script(body, data), timeout=timeout)
+        try:
+            reply = frame.parse(result.stdout, result.stderr, what=what)
+        except IncompleteReply as incomplete:
+            incomplete.host = self._dialer.target.alias
+            raise
+        if reply.preamble and not self.startup_output:
+            self.startup_output = reply.preamble
+        return CommandResult(
+            command=body,
+            exit_status=reply.exit_status,
+            stdout=reply.stdout,
+            stderr=reply.stderr,
+            exit_signal=result.exit_signal,
+        )
+
     @asynccontextmanager
-    async def sftp(self) -> AsyncIterator[SFTPClient]:
+    async def sftp(self) -> AsyncIterator[SFTPClient | ExecFileSession]:
         """Open one SFTP session, for a batch of file operations, and close it when the block ends.
 
         The session occupies one channel of the pool for the whole block, so keep blocks short and put
         many operations in each.
+
+        Where the login node has no usable SFTP (no subsystem, or start-up files of the login shell that
+        print and so garble it), the block gets an `ExecFileSession` instead, with the same methods over
+        exec channels, and a warning says once why and how to fix it.
 
         Cancellation: cancelling the block closes the session without waiting for the server to confirm.
 
@@ -234,21 +280,51 @@ class SSHPool:
         """
 
         async def start_on(connection: _Connection) -> asyncssh.SFTPClient:
-            return await self._bridge.call(start_sftp, connection.ssh)
+            return await self._bridge.call(start_sftp, connection.ssh, self._settings.connect_timeout)
 
-        ticket = self._arrive()
-        async with self._slots:
-            connection, session = await self._on_a_channel(ticket, start_on)
-            try:
-                yield SFTPClient(self._bridge, session, self._target)
-            except BaseException:
-                self._bridge.call_soon(session.exit)
-                raise
-            else:
-                with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
-                    await self._bridge.call(_close_sftp, session)
-            finally:
-                self._release(connection)
+        unavailable: SFTPUnavailable | None = None
+        if self.sftp_unavailable is None:
+            ticket = self._arrive()
+            async with self._slots:
+                try:
+                    connection, session = await self._on_a_channel(ticket, start_on)
+                except SFTPUnavailable as error:
+                    unavailable = error
+                else:
+                    try:
+                        yield SFTPClient(self._bridge, session, self._dialer.target)
+                    except BaseException:
+                        self._bridge.call_soon(session.exit)
+                        raise
+                    else:
+                        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+                            await self._bridge.call(_close_sftp, session)
+                    finally:
+                        self._release(connection)
+                    return
+        if unavailable is not None:
+            await self._note_sftp_unavailable(unavailable)  # outside the slot: it runs a command itself
+        yield ExecFileSession(self)
+
+    async def _note_sftp_unavailable(self, error: SFTPUnavailable) -> None:
+        """Say once why files now travel over exec channels, and what would fix it."""
+        if error.garbled:
+            shell = (await self.script('printf %s "$SHELL"', what="asking for the login shell")).stdout
+            printed = f" ({self.startup_output.strip()[:120]!r})" if self.startup_output.strip() else ""
+            files = "~/.cshrc or ~/.tcshrc" if shell.endswith("csh") else "~/.bashrc (and files it sources)"
+            self.sftp_unavailable = (
+                f"SFTP to {self._dialer.target.address} is garbled: sshd starts its sftp-server through your login "
+                f"shell {shell or '(unknown)'}, and a start-up file prints to standard output{printed}. "
+                f"Files now travel over exec channels, which is slower. To fix it, make {files} print only "
+                "in interactive shells: guard the line with `[ -t 1 ] &&` or `case $- in *i*) ... ;; esac` "
+                "(bash), or `if ($?prompt) then ... endif` (tcsh)."
+            )
+        else:
+            self.sftp_unavailable = (
+                f"{self._dialer.target.address} offers no SFTP subsystem ({error.cause}); files now travel over exec "
+                "channels, which is slower. Ask the site whether SFTP can be enabled."
+            )
+        logger.warning("%s", self.sftp_unavailable)
 
     @asynccontextmanager
     async def stream(self, command: str) -> AsyncIterator[LineStream]:
@@ -277,14 +353,33 @@ class SSHPool:
             SessionClosedError: the pool is closed.
         """
 
+        async with self._stream(command, None, None) as lines:
+            yield lines
+
+    @asynccontextmanager
+    async def stream_script(self, body: str, *, shell: str = "/bin/sh") -> AsyncIterator[LineStream]:
+        """Run ``body`` like :meth:`script` and read its standard output line by line, like :meth:`stream`.
+
+        Lines the login shell's start-up files print come before the begin marker and are skipped; the
+        end marker ends the iteration, and `LineStream.exit_status` is then the body's. Output that ends
+        without the end marker raises `ConnectError` (the body did not run to its end).
+        """
+        frame = ScriptFrame(shell=shell)
+        async with self._stream(frame.command, frame, frame.script(body).encode()) as lines:
+            yield lines
+
+    @asynccontextmanager
+    async def _stream(
+        self, command: str, frame: ScriptFrame | None, stdin: bytes | None
+    ) -> AsyncIterator[LineStream]:
         async def start_on(connection: _Connection) -> asyncssh.SSHClientProcess[bytes]:
-            return await self._bridge.call(start_output_process, connection.ssh, command)
+            return await self._bridge.call(start_output_process, connection.ssh, command, stdin)
 
         ticket = self._arrive()
         async with self._slots:
             connection, process = await self._on_a_channel(ticket, start_on)
             try:
-                yield LineStream(self._bridge, process, command, self._target)
+                yield LineStream(self._bridge, process, command, self._dialer.target, frame=frame)
             except BaseException:
                 self._bridge.call_soon(stop_process, process)
                 raise
@@ -324,7 +419,7 @@ class SSHPool:
 
     def __repr__(self) -> str:
         return (
-            f"<SSHPool {self._target.address} connections={len(self._connections)}/{self._max_connections} "
+            f"<SSHPool {self._dialer.target.address} connections={len(self._connections)}/{self._max_connections} "
             f"channels={self._channels_in_use()}/{self._max_connections * self._max_channels}>"
         )
 
@@ -355,7 +450,7 @@ class SSHPool:
                 first_refusal_at = now if first_refusal_at is None else first_refusal_at
                 if now - first_refusal_at > self._reconnect_deadline:
                     raise ConnectError(
-                        f"{self._target.address} refused every channel for {self._reconnect_deadline:g} s "
+                        f"{self._dialer.target.address} refused every channel for {self._reconnect_deadline:g} s "
                         f"({refusals} attempts): its MaxSessions is lower than this pool can use, or 0. "
                         "Lower max_channels.",
                         host=self._settings.host,
@@ -412,7 +507,8 @@ class SSHPool:
             async with self._connect_lock:
                 if self._failure is not None and ticket <= self._failure.ticket:
                     raise self._failure.again()
-                ssh = await self._connect_with_retries()
+                ssh = await self._dialer.dial(len(self._connections))
+                self._failure = None
         except ConnectError as error:
             self._failure = _Failure(error, self._arrivals)
             raise
@@ -423,74 +519,13 @@ class SSHPool:
         self._connections.append(connection)
         return connection
 
-    async def _connect_with_retries(self) -> asyncssh.SSHClientConnection:
-        delays = reconnect_delays()
-        while True:
-            await self._pace()
-            try:
-                if self._options is None:
-                    self._options = await self._bridge.call(load_options, self._settings)
-                    self._target = Target.of(self._settings, self._options)
-                ssh = await self._bridge.call(connect, self._settings, self._options)
-            except SlurmBatchError:
-                raise
-            except Exception as error:
-                pause = self._pause_before_retry(error, next(delays))
-                if pause is None:
-                    raise self._give_up(error) from error
-                logger.info(
-                    "connecting to %s failed (%s); retrying in %.1f s", self._settings.host, error, pause
-                )
-                await anyio.sleep(pause)
-            else:
-                self._opened += 1
-                logger.info(
-                    "SSH connection %d to %s opened (%d open)",
-                    self._opened,
-                    self._settings.host,
-                    len(self._connections) + 1,
-                )
-                self._ever_connected = True
-                self._outage_since = None
-                self._failure = None
-                return ssh
-
-    async def _pace(self) -> None:
-        """Keep connection attempts at least ``connect_interval`` seconds apart."""
-        if self._last_attempt_at is not None:
-            await anyio.sleep(max(0.0, self._last_attempt_at + self._connect_interval - anyio.current_time()))
-        self._last_attempt_at = anyio.current_time()
-
-    def _pause_before_retry(self, error: Exception, delay: float) -> float | None:
-        """Seconds to wait before trying again, or None if waiting cannot help or the deadline passed."""
-        if not (is_throttling(error) or (self._ever_connected and is_unreachable(error))):
-            return None
-        now = anyio.current_time()
-        if self._outage_since is None:
-            self._outage_since = now
-        remaining = self._outage_since + self._reconnect_deadline - now
-        return min(delay, remaining) if remaining > 0 else None
-
-    def _give_up(self, error: Exception) -> ConnectError:
-        explained = explain(self._settings, self._options, error)
-        if self._outage_since is None:
-            return explained
-        waited = anyio.current_time() - self._outage_since
-        self._outage_since = None  # the next request gets a fresh reconnect_deadline
-        return ConnectError(
-            f"{explained} Gave up after retrying for {waited:.1f} s (reconnect_deadline={self._reconnect_deadline:g}).",
-            host=explained.host,
-            cause=error,
-        )
-
     def _discard(self, connection: _Connection) -> None:
         """Forget a dead connection; its requests in flight fail on their own."""
         if connection in self._connections:
             self._connections.remove(connection)
             self._lost += 1
             logger.warning("SSH connection to %s lost; it is replaced on next use", self._settings.host)
-            if self._outage_since is None:
-                self._outage_since = anyio.current_time()
+            self._dialer.outage_started()
             self._bridge.call_soon(connection.ssh.abort)
 
     def _arrive(self) -> int:

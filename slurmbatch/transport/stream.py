@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Iterable
 
 import anyio
 import asyncssh
@@ -23,6 +24,7 @@ from slurmbatch._errors import ConnectionLost
 
 from ._bridge import AsyncioBridge
 from ._connect import Target
+from .framing import ScriptFrame
 
 __all__ = ["LineStream"]
 
@@ -56,9 +58,11 @@ class LineStream:
         process: asyncssh.SSHClientProcess[bytes],
         command: str,
         target: Target,
+        *,
+        frame: ScriptFrame | None = None,
     ) -> None:
         self._bridge = bridge
-        self._reader = _LineReader(process)
+        self._reader = _LineReader(process, frame)
         self._process = process
         self._command = command
         self._target = target
@@ -66,7 +70,12 @@ class LineStream:
 
     @property
     def exit_status(self) -> int | None:
-        """The command's exit status once it has exited, else None (also when a signal ended it)."""
+        """The command's exit status once it has exited, else None (also when a signal ended it).
+
+        For a framed script (`SSHPool.stream_script`), the body's exit status from its end marker.
+        """
+        if self._reader.frame is not None:
+            return self._reader.framed_status
         return self._process.exit_status
 
     @property
@@ -94,6 +103,12 @@ class LineStream:
             await anyio.lowlevel.checkpoint_if_cancelled()
         if reader.lines:
             return reader.lines.popleft()
+        if reader.frame is not None and reader.framed_status is None and reader.error is None:
+            raise ConnectionLost(
+                f"the script {self._command!r} on {self._target.address} stopped before its end marker "
+                f"(exit status {self._process.exit_status}, signal {self.exit_signal})",
+                host=self._target.alias,
+            )
         if reader.error is not None or (self.exit_status is None and self.exit_signal is None):
             raise ConnectionLost(
                 f"the connection to {self._target.address} was lost while {self._command!r} was "
@@ -107,8 +122,14 @@ class LineStream:
 class _LineReader:
     """Splits the command's output into lines (runs on the asyncio side of the bridge)."""
 
-    def __init__(self, process: asyncssh.SSHClientProcess[bytes]) -> None:
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes], frame: ScriptFrame | None) -> None:
         self._process = process
+        #: Lines before the frame's begin marker are the login shell's, and skipped.
+        self.frame = frame
+        self._begun = frame is None
+        #: The body's exit status, once the frame's end marker arrived.
+        self.framed_status: int | None = None
+        self._held_empty = False
         self._partial = b""
         self.lines: deque[str] = deque()
         self.ended = False
@@ -129,15 +150,38 @@ class _LineReader:
                 return
             if chunk:
                 *whole, self._partial = (self._partial + chunk).split(b"\n")
-                self.lines.extend(_decode(line) for line in whole)
+                self._take(_decode(line) for line in whole)
                 continue
             if self._partial:
-                self.lines.append(_decode(self._partial))
+                self._take([_decode(self._partial)])
                 self._partial = b""
             # The exit status travels just before the channel closes; without it the connection died.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._process.wait_closed(), _EXIT_TIMEOUT)
             self.ended = True
+
+    def _take(self, lines: Iterable[str]) -> None:
+        if self.frame is None:
+            self.lines.extend(lines)
+            return
+        for line in lines:
+            if self.framed_status is not None:
+                continue  # after the end marker: not the body's
+            if not self._begun:
+                self._begun = self.frame.begins(line)
+                continue
+            status = self.frame.ending(line)
+            if status is not None:
+                # The frame puts a newline before its end marker: an empty line just before it is ours.
+                self._held_empty = False
+                self.framed_status = status
+                continue
+            if self._held_empty:
+                self.lines.append("")
+            # An empty line is held back until the next line tells whether it was the body's.
+            self._held_empty = line == ""
+            if line:
+                self.lines.append(line)
 
 
 def _decode(line: bytes) -> str:
