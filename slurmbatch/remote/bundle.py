@@ -20,8 +20,9 @@ __all__ = ["RUNNER_MODULES", "runner_bundle"]
 RUNNER_MODULES = ("failures", "table", "environment", "files", "outcome", "loading", "ranks", "runner")
 
 _HEADER = (
-    "# The slurmbatch job-side runner, built from the modules of slurmbatch.remote ({modules}):\n"
-    "# edit those, not this file. `python3 this-file.py --help` describes the command line.\n"
+    "# The slurmbatch job-side runner, built from the modules of slurmbatch.remote:\n"
+    "# {modules}.\n"
+    "# Edit those, not this file. `python3 this-file.py --help` describes the command line.\n"
     "from __future__ import annotations\n"
 )
 
@@ -42,5 +43,12 @@ def _without_package_imports(source: str) -> str:
     for node in ast.parse(source).body:
         if isinstance(node, ast.ImportFrom) and (node.level > 0 or node.module == "__future__"):
             drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
-    lines = source.splitlines(keepends=True)
-    return "".join(line for number, line in enumerate(lines, start=1) if number not in drop).strip() + "\n"
+    kept: list[str] = []
+    for number, line in enumerate(source.splitlines(keepends=True), start=1):
+        if number in drop:
+            continue
+        if not line.strip() and number - 1 in drop and (not kept or not kept[-1].strip()):
+            drop.add(number)  # the gap the dropped lines leave: one blank line is enough
+            continue
+        kept.append(line)
+    return "".join(kept).strip() + "\n"
