@@ -18,8 +18,9 @@ output goes to the job's stdout and stderr as usual. Exit status: 0 when the fun
 it raised or could not be run, 2 when the command line is wrong.
 
 The session uploads this program as one file built from the modules of ``slurmbatch.remote`` (see
-``bundle``): it uses only the standard library, and cloudpickle when the payload needs it, and runs on
-Python 3.8 or newer. A task imports as little as it can: it starts once per task, on every node.
+``bundle``; its code is compiled once, see ``compiled``): it uses only the standard library, and
+cloudpickle when the payload needs it, and runs on Python 3.8 or newer. A task imports as little as it
+can: the runner starts once per task, on every node.
 """
 
 from __future__ import annotations

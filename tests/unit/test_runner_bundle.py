@@ -13,13 +13,14 @@ import pytest
 
 from slurmbatch.payload import runner_digest, runner_source
 from slurmbatch.remote import bundle
-from slurmbatch.remote.runner import _parse_simple, _parse_with_argparse, parse_command_line
 
-SOURCE = runner_source().decode()
+UPLOADED = runner_source().decode()
+BODY = bundle.runner_body()
 
 
-def test_runner_is_python_3_8_and_needs_only_the_standard_library_and_cloudpickle() -> None:
-    tree = ast.parse(SOURCE, feature_version=(3, 8))
+@pytest.mark.parametrize("text", [UPLOADED, BODY], ids=["uploaded file", "runner code"])
+def test_runner_is_python_3_8_and_needs_only_the_standard_library_and_cloudpickle(text: str) -> None:
+    tree = ast.parse(text, feature_version=(3, 8))
     imported = {
         alias.name.split(".")[0]
         for node in ast.walk(tree)
@@ -31,7 +32,7 @@ def test_runner_is_python_3_8_and_needs_only_the_standard_library_and_cloudpickl
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.module and not node.level
     }
-    assert imported - set(sys.stdlib_module_names) == {"cloudpickle"}
+    assert imported - set(sys.stdlib_module_names) <= {"cloudpickle"}
     relative = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level]
     # Only those that never run: annotations' imports under TYPE_CHECKING (False in the bundle).
     guarded = [
@@ -45,13 +46,27 @@ def test_runner_is_python_3_8_and_needs_only_the_standard_library_and_cloudpickl
 
 
 def test_the_bundle_holds_every_module_of_the_runner_in_order() -> None:
-    modules = {path.stem for path in Path(bundle.__file__).parent.glob("*.py")} - {"__init__", "bundle"}
+    modules = {path.stem for path in Path(bundle.__file__).parent.glob("*.py")}
 
-    assert sorted(bundle.RUNNER_MODULES) == sorted(modules)  # none left out, none twice
-    sections = [line.removeprefix("# ---- ") for line in SOURCE.splitlines() if line.startswith("# ---- ")]
+    assert sorted(bundle.RUNNER_MODULES) == sorted(modules - {"__init__", "bundle", "compiled"})
+    sections = [line.removeprefix("# ---- ") for line in BODY.splitlines() if line.startswith("# ---- ")]
     assert sections == [f"{name}.py" for name in bundle.RUNNER_MODULES]
     assert bundle.RUNNER_MODULES[-1] == "runner"  # its __main__ block runs what the others define
     assert hashlib.sha256(runner_source()).hexdigest() == runner_digest()
+
+
+def test_the_uploaded_file_runs_the_runner_code_through_the_compile_cache() -> None:
+    statements = ast.parse(UPLOADED).body
+    source = next(
+        node.value.value
+        for node in statements
+        if isinstance(node, ast.Assign)
+        and [ast.unparse(target) for target in node.targets] == ["_RUNNER_SOURCE"]
+        and isinstance(node.value, ast.Constant)
+    )
+    assert source == "\n" + BODY
+    first_line = UPLOADED.splitlines().index("_RUNNER_SOURCE = r'''") + 1
+    assert ast.unparse(statements[-1]) == f"exec(cached_code(_RUNNER_SOURCE, {first_line}, __file__))"
 
 
 def _top_level_bindings(source: str) -> dict[str, str]:
@@ -80,59 +95,7 @@ def test_no_two_runner_modules_bind_a_name_differently() -> None:
     # In the bundle all modules share one namespace: a name bound twice must be bound the same way.
     package = importlib.resources.files("slurmbatch.remote")
     statements: dict[str, set[str]] = defaultdict(set)
-    for module in bundle.RUNNER_MODULES:
+    for module in ("compiled", *bundle.RUNNER_MODULES):  # the loader runs in the runner's namespace too
         for name, statement in _top_level_bindings(package.joinpath(f"{module}.py").read_text()).items():
             statements[name].add(statement)
     assert {name: found for name, found in statements.items() if len(found) > 1} == {}
-
-
-SESSION_COMMAND_LINES = [
-    ["run", "/w/fn/a.pkl", "/w/jobs/t.args.pkl", "/w/results/t.pkl", "--expect-python", "3.11"],
-    ["run", "fn", "args", "res.{task}", "--expect-python", "3.11", "--expect-cloudpickle", "3", "--packed"],
-    ["run", "fn", "args", "res", "--rank-dir", "/w/jobs/t.ranks", "--expect-cloudpickle=3"],
-    ["run", "--packed", "fn", "args", "res"],
-    ["gather", "/w/results/t.pkl", "--rank-dir", "/w/jobs/t.ranks"],
-    ["gather", "res", "--rank-dir", "d", "--ntasks", "4"],
-]
-
-
-@pytest.mark.parametrize("argv", SESSION_COMMAND_LINES)
-def test_the_session_command_lines_read_without_argparse_as_argparse_reads_them(argv: list[str]) -> None:
-    simple = _parse_simple(argv)
-
-    assert simple is not None
-    assert vars(simple) == vars(_parse_with_argparse(argv))
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["run", "fn", "args", "res", "--expect-p", "3.11"],  # an abbreviation argparse accepts
-        ["gather", "res", "--rank-dir", "d", "--ntasks", "-1"],  # a negative number, refused later
-        ["run", "fn", "args", "res", "--pack"],  # and of a flag
-    ],
-)
-def test_other_valid_command_lines_are_read_by_argparse(argv: list[str]) -> None:
-    assert _parse_simple(argv) is None
-    assert vars(parse_command_line(argv)) == vars(_parse_with_argparse(argv))
-
-
-@pytest.mark.parametrize(
-    ("argv", "complaint"),
-    [
-        (["run", "fn", "args"], "the following arguments are required: result_path"),
-        (["gather", "res"], "the following arguments are required: --rank-dir"),
-        (["gather", "res", "--rank-dir", "d", "--ntasks", "many"], "invalid int value: 'many'"),
-        (["run", "fn", "args", "res", "--rank-dir"], "expected one argument"),
-        (["submit", "fn"], "invalid choice: 'submit'"),
-        ([], "the following arguments are required: command"),
-    ],
-)
-def test_a_wrong_command_line_is_explained_by_argparse(
-    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exited:
-        parse_command_line(argv)
-
-    assert exited.value.code == 2
-    assert complaint in capsys.readouterr().err
