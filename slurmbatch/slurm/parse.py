@@ -27,6 +27,7 @@ _SBATCH_ID = re.compile(r"(\d+)(?:;\S*)?")
 _JOB_ID = re.compile(r"\d+(?:_\d+|\+\d+)?")
 _PENDING_TASKS = re.compile(r"(\d+)_\[([^\]]*)\]?")
 _INTEGER = re.compile(r"-?\d+")
+_EXIT_PAIR = re.compile(r"-?\d+:-?\d+")
 _CONFIG_LINE = re.compile(r"([A-Za-z][\w.()/-]*)\s*=\s?(.*)")
 
 
@@ -71,7 +72,8 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
     """Parse ``squeue`` output of job id, state and exit code columns into statuses by job id.
 
     Columns are separated by whitespace (``--Format`` with widths) or by ``|``. The exit code column is
-    squeue's raw wait status: the exit code is its high byte and the signal its low seven bits.
+    squeue's raw wait status up to Slurm 23.02 (the exit code is its high byte and the signal its low
+    seven bits), and ``code:signal`` from 23.11 on, as in sacct.
     """
     statuses: dict[str, JobStatus] = {}
     for line in stdout.splitlines():
@@ -82,9 +84,16 @@ def parse_squeue(stdout: str) -> dict[str, JobStatus]:
         if "|" in line and len(fields) >= 4:  # the reason column, which may hold spaces
             fields, reason = fields[:3], "|".join(fields[3:]).strip()
         raw_state, wait_status = " ".join(fields[1:]), None
+        exit_pair: tuple[int | None, int | None] | None = None
         if len(fields) >= 3 and _INTEGER.fullmatch(fields[-1]):
             raw_state, wait_status = " ".join(fields[1:-1]), int(fields[-1])
-        status = attrs.evolve(_from_wait_status(raw_state, wait_status), reason=reason)
+        elif len(fields) >= 3 and _EXIT_PAIR.fullmatch(fields[-1]):
+            raw_state, exit_pair = " ".join(fields[1:-1]), _exit_pair(fields[-1])
+        if exit_pair is not None:
+            base = JobStatus(JobState.from_slurm(raw_state), exit_pair[0], exit_pair[1], raw_state)
+        else:
+            base = _from_wait_status(raw_state, wait_status)
+        status = attrs.evolve(base, reason=reason)
         for job_id in expand_job_id(fields[0]):
             statuses[job_id] = status
     return statuses

@@ -43,7 +43,11 @@ def missing_packages(*, accounting: bool) -> list[str]:
 
 def install_packages(*, accounting: bool) -> None:
     """apt-get install what is missing; refuse in plain words when not root."""
-    missing = missing_packages(accounting=accounting)
+    apt_install(missing_packages(accounting=accounting))
+
+
+def apt_install(missing: list[str]) -> None:
+    """apt-get install the Debian packages ``missing`` (nothing when empty); refuse when not root."""
     if not missing:
         return
     if os.geteuid() != 0:
@@ -83,24 +87,17 @@ def ensure_keys(layout: ClusterLayout, *, user: pwd.struct_passwd) -> None:
     """Generate the host key and the user's key once; (re)write authorized_keys."""
     layout.ssh_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
     for key in (layout.host_key, layout.user_key):
-        if not key.exists():
-            run(
-                [
-                    "ssh-keygen",
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    f"slurmbatch-local-{key.name}",
-                    "-f",
-                    str(key),
-                ]
-            )
+        ensure_key(key)
     layout.authorized_keys.write_text(Path(f"{layout.user_key}.pub").read_text())
     # sshd's StrictModes wants the file owned by root or the user, and not writable by others.
     layout.authorized_keys.chmod(0o644)
+
+
+def ensure_key(key: Path) -> None:
+    """Generate an ed25519 key without passphrase at ``key`` (and ``key.pub``) unless it exists."""
+    if not key.exists():
+        comment = f"slurmbatch-local-{key.name}"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)])
 
 
 def write_known_hosts(layout: ClusterLayout, ports: list[int]) -> None:

@@ -137,6 +137,20 @@ class ClusterLayout:
     def sshd_log(self, port: int) -> Path:
         return self.log_dir / f"sshd-{port}.log"
 
+    def sshd_banner(self, port: int) -> Path:
+        return self.ssh_dir / f"banner-{port}"
+
+    @property
+    def unauthorized_key(self) -> Path:
+        """A key no sshd of the cluster accepts: for a jump host that refuses the key."""
+        return self.ssh_dir / "id_ed25519_unauthorized"
+
+    def login_ssh_config(self, user: str) -> Path:
+        return self.ssh_dir / f"ssh_config-{user}"
+
+    def jump_ssh_config(self, login_port: int) -> Path:
+        return self.ssh_dir / f"ssh_config-jumps-{login_port}"
+
     @property
     def job_env(self) -> Path:
         return self.state_dir / "jobenv"

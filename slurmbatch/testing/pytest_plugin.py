@@ -2,8 +2,9 @@
 
 ``slurm_cluster`` yields :class:`ClusterSettings` of a cluster without accounting, ``slurm_cluster_dbd``
 one with slurmdbd (so ``sacct`` works), and ``local_cluster`` the :class:`LocalCluster` behind
-``slurm_cluster`` (to start another sshd, or restart a daemon). A cluster the fixture started is stopped
-at the end of the run; one that was already running is reused and left running.
+``slurm_cluster`` (to start another sshd, add login users or jump hosts, or restart a daemon). A cluster
+the fixture started is stopped at the end of the run; one that was already running is reused and left
+running.
 """
 
 from __future__ import annotations

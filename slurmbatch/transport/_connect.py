@@ -1,7 +1,8 @@
 """Opening one SSH connection, and saying in plain words why one could not be opened.
 
 Everything here runs on the asyncio side of the bridge. The connection options (ssh config, keys, known
-hosts) are loaded once per pool by `load_options` and reused for every reconnect.
+hosts, and those of any jump hosts) are loaded once per pool by `load_route` and reused for every
+reconnect.
 """
 
 from __future__ import annotations
@@ -10,77 +11,45 @@ import asyncio
 import os
 import socket
 from pathlib import Path
-from typing import cast
 
 import asyncssh
 import attrs
 
 from slurmbatch._errors import ConnectError
 
+from ._options import Target, load_options
+from ._route import JumpFailed, ProxyCommandFailed, Route, RouteError, load_route, open_route
 from .settings import ConnectSettings
 
-__all__ = ["Target", "connect", "explain", "is_throttling", "is_unreachable", "load_options"]
+__all__ = [
+    "Route",
+    "Target",
+    "connect",
+    "explain",
+    "is_throttling",
+    "is_unreachable",
+    "load_options",
+    "load_route",
+    "target_of",
+]
 
 
-@attrs.frozen
-class Target:
-    """Where connections go once the ssh config is applied: for messages."""
-
-    alias: str
-    host: str
-    port: int
-    user: str
-
-    @property
-    def address(self) -> str:
-        """``host:port``, naming the alias too when the ssh config translated it."""
-        where = f"{self.host}:{self.port}"
-        return where if self.alias == self.host else f"{where} (ssh config alias {self.alias!r})"
-
-    @classmethod
-    def of(cls, settings: ConnectSettings, options: asyncssh.SSHClientConnectionOptions | None) -> Target:
-        """The target as the options resolved it, or as given when the options could not be loaded."""
-        if options is None:
-            return cls(settings.host, settings.host, settings.port or 22, settings.user or _local_user())
-        return cls(settings.host, str(options.host), int(options.port), str(options.username))
+def target_of(settings: ConnectSettings, route: Route | None) -> Target:
+    """Where connections go, as the route resolved it (naming the jump hosts it passes)."""
+    if route is None:
+        return Target.of(settings, None)
+    return attrs.evolve(Target.of(settings, route.options), via=route.via)
 
 
-async def load_options(settings: ConnectSettings) -> asyncssh.SSHClientConnectionOptions:
-    """Read the ssh config, key files and known_hosts named by ``settings`` (file I/O off the loop)."""
-    optional: dict[str, object] = {}
-    if settings.port is not None:
-        optional["port"] = settings.port
-    if settings.user is not None:
-        optional["username"] = settings.user
-    if settings.key_files:
-        optional["client_keys"] = list(settings.key_files)
-    if settings.cert_files:
-        optional["client_certs"] = list(settings.cert_files)
-    if not settings.verify_host_key:
-        optional["known_hosts"] = None
-    elif settings.known_hosts is not None:
-        optional["known_hosts"] = settings.known_hosts
-    options = await asyncssh.SSHClientConnectionOptions.construct(
-        host=settings.host,
-        config=list(settings.ssh_config) if settings.ssh_config else None,
-        passphrase=settings.passphrase,
-        connect_timeout=settings.connect_timeout,
-        keepalive_interval=settings.keepalive_interval,
-        **optional,
-    )
-    return cast(asyncssh.SSHClientConnectionOptions, options)
-
-
-async def connect(
-    settings: ConnectSettings, options: asyncssh.SSHClientConnectionOptions
-) -> asyncssh.SSHClientConnection:
-    """Open and authenticate one connection with ``options`` from `load_options`."""
-    # config=None: the options already hold the parsed ssh config; don't read the files again.
-    return await asyncssh.connect(settings.host, options=options, config=None)
+async def connect(settings: ConnectSettings, route: Route) -> asyncssh.SSHClientConnection:
+    """Open and authenticate one connection along ``route`` from `load_route`."""
+    return await open_route(settings, route)
 
 
 def is_throttling(error: BaseException) -> bool:
     """Whether the server dropped us mid-handshake, as sshd does past MaxStartups: worth retrying."""
+    if isinstance(error, JumpFailed):
+        return error.forwarding_to is None and is_throttling(error.error)
     return isinstance(error, (asyncssh.ConnectionLost, ConnectionResetError, BrokenPipeError)) or (
         isinstance(error, asyncssh.DisconnectError) and error.code == asyncssh.DISC_CONNECTION_LOST
     )
@@ -88,6 +57,14 @@ def is_throttling(error: BaseException) -> bool:
 
 def is_unreachable(error: BaseException) -> bool:
     """Whether the server could not be reached at all: worth retrying only if it was reachable before."""
+    if isinstance(error, JumpFailed):
+        if error.forwarding_to is None:
+            return is_unreachable(error.error)
+        # The jump host is up but cannot reach the next hop (down or restarting): like a refused connect.
+        inner = error.error
+        return isinstance(inner, asyncssh.ChannelOpenError) and inner.code == asyncssh.OPEN_CONNECT_FAILED
+    if isinstance(error, ProxyCommandFailed):
+        return True  # whatever it connects through may come back, as a login node does
     if isinstance(error, socket.gaierror):
         return False  # a name that does not resolve will not start resolving by waiting
     return isinstance(error, (TimeoutError, asyncio.TimeoutError, ConnectionRefusedError)) or (
@@ -95,12 +72,50 @@ def is_unreachable(error: BaseException) -> bool:
     )
 
 
-def explain(
-    settings: ConnectSettings, options: asyncssh.SSHClientConnectionOptions | None, error: BaseException
-) -> ConnectError:
-    """A `ConnectError` naming the host, the port and the cause of ``error`` in plain words."""
-    target = Target.of(settings, options)
+def explain(settings: ConnectSettings, route: Route | None, error: BaseException) -> ConnectError:
+    """A `ConnectError` naming the host, the port (and any jump host) and the cause of ``error``."""
+    target = target_of(settings, route)
+    if isinstance(error, JumpFailed):
+        return ConnectError(_describe_jump(settings, target, error), host=settings.host, cause=error.error)
+    if isinstance(error, ProxyCommandFailed):
+        message = (
+            f"cannot connect to {target.address}: the ProxyCommand {' '.join(error.command)!r} ended before "
+            f"the SSH handshake finished ({error.error}). Run that command by hand to see why (is the jump "
+            "host it names up, and does it allow forwarding?)."
+        )
+        return ConnectError(message, host=settings.host, cause=error.error)
+    if isinstance(error, RouteError):
+        return ConnectError(f"cannot connect to {target.address}: {error}", host=settings.host, cause=error)
+    options = route.options if route is not None else None
     return ConnectError(_describe(settings, options, target, error), host=settings.host, cause=error)
+
+
+def _describe_jump(settings: ConnectSettings, target: Target, failure: JumpFailed) -> str:
+    hop_options = failure.hop.options if failure.hop is not None else None
+    hop = Target.of(failure.settings, hop_options)
+    inner = failure.error
+    if failure.forwarding_to is None:
+        why = _describe(failure.settings, hop_options, hop, inner)
+        return f"cannot reach {target.address}: the jump host failed: {why}"
+    reason = inner.reason if isinstance(inner, asyncssh.ChannelOpenError) else str(inner)
+    code = inner.code if isinstance(inner, asyncssh.ChannelOpenError) else None
+    if code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED:
+        return (
+            f"cannot reach {target.address}: the jump host {hop.address} refused to forward the connection "
+            f"to {failure.forwarding_to} ({reason or 'administratively prohibited'}). Its sshd does not allow "
+            "TCP forwarding (AllowTcpForwarding no) or not to that address (PermitOpen); ask its "
+            "administrators, or reach the login node another way."
+        )
+    if code == asyncssh.OPEN_CONNECT_FAILED:
+        return (
+            f"cannot reach {target.address}: the jump host {hop.address} could not connect to "
+            f"{failure.forwarding_to} ({reason or 'connect failed'}). Check the HostName and Port given for "
+            "it, as seen from the jump host, and that sshd runs there."
+        )
+    return (
+        f"cannot reach {target.address}: the jump host {hop.address} did not forward the connection to "
+        f"{failure.forwarding_to} ({reason})."
+    )
 
 
 def _describe(
@@ -271,12 +286,3 @@ def _keys_tried(settings: ConnectSettings, options: asyncssh.SSHClientConnection
     keys = f"key file(s) {_key_files(settings, options)}"
     agent = " and the keys in ssh-agent" if os.environ.get("SSH_AUTH_SOCK") else ""
     return keys + agent
-
-
-def _local_user() -> str:
-    try:
-        import getpass
-
-        return getpass.getuser()
-    except (ImportError, KeyError, OSError):
-        return "the local user"

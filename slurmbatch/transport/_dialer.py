@@ -18,7 +18,7 @@ from slurmbatch._errors import ConnectError, SlurmBatchError
 
 from ._backoff import reconnect_delays
 from ._bridge import AsyncioBridge
-from ._connect import Target, connect, explain, is_throttling, is_unreachable, load_options
+from ._connect import Route, connect, explain, is_throttling, is_unreachable, load_route, target_of
 from .settings import ConnectSettings
 
 logger = logging.getLogger("slurmbatch")
@@ -46,8 +46,8 @@ class Dialer:
         self._bridge = bridge
         self._connect_interval = connect_interval
         self._reconnect_deadline = reconnect_deadline
-        self._options: asyncssh.SSHClientConnectionOptions | None = None
-        self.target = Target.of(settings, None)
+        self._route: Route | None = None
+        self.target = target_of(settings, None)
         self._ever_connected = False
         self._outage_since: float | None = None
         self._last_attempt_at: float | None = None
@@ -64,10 +64,10 @@ class Dialer:
         while True:
             await self._pace()
             try:
-                if self._options is None:
-                    self._options = await self._bridge.call(load_options, self._settings)
-                    self.target = Target.of(self._settings, self._options)
-                ssh = await self._bridge.call(connect, self._settings, self._options)
+                if self._route is None:
+                    self._route = await self._bridge.call(load_route, self._settings)
+                    self.target = target_of(self._settings, self._route)
+                ssh = await self._bridge.call(connect, self._settings, self._route)
             except SlurmBatchError:
                 raise
             except Exception as error:
@@ -104,7 +104,7 @@ class Dialer:
         return min(delay, remaining) if remaining > 0 else None
 
     def _give_up(self, error: Exception) -> ConnectError:
-        explained = explain(self._settings, self._options, error)
+        explained = explain(self._settings, self._route, error)
         if self._outage_since is None:
             return explained
         waited = anyio.current_time() - self._outage_since

@@ -2,8 +2,14 @@
 
 `ConnectSettings` is a frozen value. The pool hands it to asyncssh on every (re)connect, so one settings
 object describes every connection of a session. OpenSSH client configuration files are honoured: a
-``host`` may be a ``Host`` alias whose ``HostName``, ``Port``, ``User``, ``IdentityFile`` and ``ProxyJump``
-come from the files in ``ssh_config``. Values given here win over the files.
+``host`` may be a ``Host`` alias whose ``HostName``, ``Port``, ``User``, ``IdentityFile``, ``ProxyJump`` and
+``ProxyCommand`` come from the files in ``ssh_config``. Values given here win over the files.
+
+``ProxyJump`` works as in OpenSSH: a ``Host`` alias of the same files, ``user@host:port``, or a chain
+``a,b``; each connection opens its own connections to the jump hosts. A jump host is configured by its own
+entry in the files; ``key_files`` (with ``cert_files``) and ``known_hosts`` serve it too when its entry
+names no ``IdentityFile`` or ``UserKnownHostsFile``, and ``passphrase``, ``verify_host_key`` and the
+timeouts always do.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from slurmbatch.testing import ClusterSettings, LocalCluster
 from slurmbatch.testing._processes import processes_marked
 from slurmbatch.testing.cluster import MARKER
 from slurmbatch.testing.logins import SshdLogMark
+from slurmbatch.testing.pytest_plugin import TEST_STATE_ROOT
 
 pytestmark = pytest.mark.cluster
 
@@ -108,7 +109,7 @@ def test_max_sessions_is_enforced(local_cluster: LocalCluster, slurm_cluster: Cl
 
 
 def test_up_is_idempotent_and_down_leaves_no_process(tmp_path: Path) -> None:
-    state_dir = Path("/var/lib/slurmbatch/test-cluster-lifecycle")
+    state_dir = TEST_STATE_ROOT / "test-cluster-lifecycle"
     cli = [sys.executable, "-m", "slurmbatch.testing"]
     args = ["--state-dir", str(state_dir), "--nodes", "1"]
     up = subprocess.run(

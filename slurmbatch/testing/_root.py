@@ -1,0 +1,204 @@
+"""Another Slurm release beside the host's: a Debian root of its own, entered with ``chroot``.
+
+The host (Debian bookworm) ships Slurm 22.05 and OpenSSH 9.2. For Slurm 24.11 (and OpenSSH 10.0, Python
+3.13) the local cluster builds a Debian trixie root with ``mmdebstrap`` once, keeps it as a tarball in a
+cache shared by every state directory (named after its package set, so a changed set builds a new one),
+and unpacks it into the cluster's state directory. Its daemons run by ``chroot`` with ``/proc``, ``/dev``
+and ``/sys`` bind-mounted, and with the state directory itself and ``/home`` bind-mounted at the same
+paths, so that every path in the generated configs means the same inside and outside, and the job user's
+home (its keys, the remote work directories) is one directory.
+
+User ids differ between the two systems (``munge`` is 102 on the host and 100 in trixie): files a daemon
+of the root reads are owned by the root's ids, read from its ``/etc/passwd``. The job user is added to the
+root with the host's ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import attrs
+
+from ._processes import ClusterError, run
+
+__all__ = ["RELEASES", "ChrootRelease", "Root"]
+
+ROOT_CACHE = Path(os.environ.get("SLURMBATCH_ROOT_CACHE", "/var/cache/slurmbatch/roots"))
+MIRROR = "http://deb.debian.org/debian"
+
+
+@attrs.frozen
+class ChrootRelease:
+    """A Debian suite whose packages give one Slurm release."""
+
+    slurm: str
+    suite: str
+    packages: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """Names the cached root: a changed suite or package set builds a new one."""
+        text = "\n".join([self.suite, MIRROR, *sorted(self.packages)])
+        return f"{self.suite}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+RELEASES: dict[str, ChrootRelease | None] = {
+    "22.05": None,  # the host's own packages
+    "24.11": ChrootRelease(
+        slurm="24.11",
+        suite="trixie",
+        packages=(
+            "slurm-wlm",
+            "munge",
+            "openssh-server",
+            "openssh-sftp-server",
+            "python3",
+            "python3-venv",
+            "tcsh",
+            "procps",
+        ),
+    ),
+}
+
+
+def release(slurm: str) -> ChrootRelease | None:
+    """The root for Slurm release ``slurm``, or None for the host's own; ValueError for others."""
+    if slurm not in RELEASES:
+        raise ValueError(f"slurm must be one of {', '.join(RELEASES)}, not {slurm!r}")
+    return RELEASES[slurm]
+
+
+@attrs.frozen
+class Root:
+    """One unpacked root in a cluster's state directory, and what is mounted into it."""
+
+    path: Path
+    release: ChrootRelease
+    binds: tuple[Path, ...]
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path, chroot_release: ChrootRelease) -> Root:
+        """The root of a cluster kept in ``state_dir``; its state directory and /home are bound in."""
+        return cls(state_dir / "root", chroot_release, (Path("/proc"), Path("/dev"), Path("/sys"), state_dir, Path("/home")))
+
+    # ------------------------------------------------------------------------------------ building
+    def tarball(self) -> Path:
+        """Build the root's tarball once (about a minute), or reuse the cached one."""
+        cached = ROOT_CACHE / f"{self.release.key}.tar"
+        if cached.exists():
+            return cached
+        if shutil.which("mmdebstrap") is None:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            run(["apt-get", "update", "-qq"], env=env, timeout=600)
+            run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"], env=env, timeout=1200)
+        ROOT_CACHE.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".part.tar")
+        run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={','.join(self.release.packages)}",
+                self.release.suite,
+                str(partial),
+                MIRROR,
+            ],
+            timeout=1800,
+        )
+        partial.replace(cached)
+        return cached
+
+    def unpack(self) -> None:
+        """Unpack the cached root into the state directory, unless that very root is there already."""
+        marker = self.path / ".slurmbatch-root"
+        if marker.exists() and marker.read_text() == self.release.key:
+            return
+        tarball = self.tarball()
+        self.unmount()
+        if self.mounts():
+            # Removing the old root now would remove what is bound into it (/home among them).
+            raise ClusterError(f"cannot replace {self.path}: still mounted there: {self.mounts()}")
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        run(["tar", "-xf", str(tarball), "-C", str(self.path)], timeout=600)
+        marker.write_text(self.release.key)
+
+    # ------------------------------------------------------------------------------------ mounts
+    def mount(self) -> None:
+        """Bind-mount what the root's daemons need; mounts already in place are kept."""
+        for source in self.binds:
+            target = self.inside(source)
+            target.mkdir(parents=True, exist_ok=True)
+            if not _is_mount(target):
+                run(["mount", "--bind", str(source), str(target)], timeout=30)
+        resolv = self.path / "etc" / "resolv.conf"
+        if Path("/etc/resolv.conf").exists() and not resolv.is_symlink():
+            shutil.copyfile("/etc/resolv.conf", resolv)
+
+    def unmount(self) -> None:
+        """Undo :meth:`mount` (also what a crashed run left mounted), innermost first."""
+        for target in self.mounts():
+            done = subprocess.run(["umount", str(target)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True, check=False)
+
+    def mounts(self) -> list[Path]:
+        """What is mounted inside the root, innermost first."""
+        mounted = [Path(line.split()[1]) for line in Path("/proc/self/mounts").read_text().splitlines()]
+        inside = [m for m in mounted if _is_under(m, self.path)]
+        return sorted(inside, key=lambda m: len(m.parts), reverse=True)
+
+    def inside(self, path: Path | str) -> Path:
+        """Where the host path ``path`` is, seen from the host, inside the root."""
+        return self.path / str(path).lstrip("/")
+
+    # ------------------------------------------------------------------------------------ users
+    def ids(self, name: str) -> tuple[int, int]:
+        """The uid and gid of user ``name`` in the root (they differ from the host's)."""
+        for line in (self.path / "etc" / "passwd").read_text().splitlines():
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2]), int(fields[3])
+        raise ClusterError(f"the {self.release.suite} root has no user {name!r}")
+
+    def add_user(self, entry: str, group: str, shadow: str) -> None:
+        """Add a host user (its passwd, group and shadow lines) to the root, once."""
+        name = entry.split(":", 1)[0]
+        for file, line in (("passwd", entry), ("group", group), ("shadow", shadow)):
+            path = self.path / "etc" / file
+            lines = path.read_text().splitlines()
+            kept = [existing for existing in lines if existing.split(":", 1)[0] != name]
+            path.write_text("\n".join([*kept, line]) + "\n")
+
+    def argv(self, argv: list[str], *, user: str | None = None) -> list[str]:
+        """``argv`` run inside the root, as ``user`` (a name of the root's) if given."""
+        return ["chroot", *([f"--userspec={user}:{user}"] if user else []), str(self.path), *argv]
+
+    def processes(self) -> list[int]:
+        """Pids of processes whose root directory is this root: what must stop before unmounting."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink(entry / "root") == str(self.path):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+        return pids
+
+
+def _is_mount(path: Path) -> bool:
+    return subprocess.run(["mountpoint", "-q", str(path)], check=False).returncode == 0
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return path != root
