@@ -101,7 +101,12 @@ def _run(command: list[str], logs: Path) -> tuple[float, float]:
 
     Its stdout and stderr go to the file ``logs``, as a batch job's go to its log files.
     """
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    # As a batch job's: no Slurm variables of ours, and bytecode may be written (the runner's own cache).
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SLURM_") and key != "PYTHONDONTWRITEBYTECODE"
+    }
     environment["SLURM_JOB_ID"] = "1"
     with logs.open("wb") as output:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

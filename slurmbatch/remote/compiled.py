@@ -5,7 +5,8 @@ the runner costs a trivial task about as much as the rest of its start-up. So th
 the runner's text as a string and, through :func:`cached_code`, compiles it once per runner file and
 Python version, keeping the code object (marshal) in a file next to the runner. The cache is checked
 against the runner file's modification time and size, as Python checks its own ``.pyc`` files, and
-anything unreadable in it is compiled afresh.
+anything unreadable in it is compiled afresh. Like ``.pyc`` files, it is not written under
+``PYTHONDONTWRITEBYTECODE`` (or ``python -B``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def cached_code(source: str, first_line: int, script: str) -> CodeType:
         if code is not None:
             return code
     code = compile("\n" * (first_line - 1) + source, script, "exec", dont_inherit=True)
-    if stamp:
+    if stamp and not sys.dont_write_bytecode:  # PYTHONDONTWRITEBYTECODE or -B: as for .pyc files
         _write_cache(cache, stamp, marshal.dumps(code))
     return code
 

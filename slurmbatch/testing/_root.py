@@ -83,7 +83,11 @@ class Root:
     @classmethod
     def in_state_dir(cls, state_dir: Path, chroot_release: ChrootRelease) -> Root:
         """The root of a cluster kept in ``state_dir``; its state directory and /home are bound in."""
-        return cls(state_dir / "root", chroot_release, (Path("/proc"), Path("/dev"), Path("/sys"), state_dir, Path("/home")))
+        return cls(
+            state_dir / "root",
+            chroot_release,
+            (Path("/proc"), Path("/dev"), Path("/sys"), state_dir, Path("/home")),
+        )
 
     # ------------------------------------------------------------------------------------ building
     def tarball(self) -> Path:
@@ -94,7 +98,11 @@ class Root:
         if shutil.which("mmdebstrap") is None:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             run(["apt-get", "update", "-qq"], env=env, timeout=600)
-            run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"], env=env, timeout=1200)
+            run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "mmdebstrap"],
+                env=env,
+                timeout=1200,
+            )
         ROOT_CACHE.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".part.tar")
         run(

@@ -30,8 +30,15 @@ def run_runner(
     env: Mapping[str, str] = {},
     python_flags: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``runner_path`` with ``argv`` in this environment without its SLURM_ variables, plus ``env``."""
-    clean = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
+    """Run ``runner_path`` with ``argv`` in this environment without its SLURM_ variables, plus ``env``.
+
+    Nor PYTHONDONTWRITEBYTECODE, which a test run may set: a job's environment seldom has it.
+    """
+    clean = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("SLURM_") and key != "PYTHONDONTWRITEBYTECODE"
+    }
     return subprocess.run(
         [sys.executable, *python_flags, str(runner_path), *map(str, argv)],
         env=clean | dict(env),

@@ -36,6 +36,18 @@ def test_the_first_task_leaves_the_compiled_code_for_the_next(tmp_path: Path, ru
     )
 
 
+def test_no_cache_is_written_where_python_writes_no_bytecode(tmp_path: Path, runner_file: Path) -> None:
+    fn_path, args_path = write_call(tmp_path, lambda: "uncached")
+
+    proc = run_runner(
+        runner_file, "run", fn_path, args_path, tmp_path / "res.pkl", env={"PYTHONDONTWRITEBYTECODE": "1"}
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert cloudpickle.loads(read_outcome(tmp_path / "res.pkl")["value"]) == "uncached"
+    assert list(tmp_path.glob(".runner-*")) == []
+
+
 def test_later_tasks_run_the_cached_code(tmp_path: Path, runner_file: Path) -> None:
     fn_path, args_path = write_call(tmp_path, lambda: "first")
     run_runner(runner_file, "run", fn_path, args_path, tmp_path / "res.pkl")
