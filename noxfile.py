@@ -18,12 +18,30 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
     session.install("-e", f".[{extras}]")
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """The whole suite: unit tests and integration tests against the local cluster (needs root)."""
-    _install(session, "dev,covalent")
-    report = ROOT / ".nox" / "junit.xml"
-    session.run("pytest", f"--junitxml={report}", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
+# What runs against Slurm 24.11 as well: the SDK's core (submit, exceptions, maps and arrays, cancel, end
+# states, purged jobs through sacct, the watcher, connection drops and slurmctld restarts, reattach, login
+# shells) and Covalent's workflows. Everything else runs against 22.05, the host's own release.
+RELEASE_TIER = [
+    "tests/unit",
+    "tests/integration/test_session.py",
+    "tests/integration/test_job_states.py",
+    "tests/integration/test_watcher.py",
+    "tests/integration/test_faults.py",
+    "tests/integration/test_throughput.py",
+    "tests/integration/test_reattach.py",
+    "tests/integration/test_login_shells.py",
+    "tests/covalent/test_workflows.py",
+]
+
+
+def _python(minor: str) -> str:
+    """An interpreter of Python ``minor``: on PATH, or one of pyenv's (these machines have them there)."""
+    pyenv = sorted(Path.home().glob(f".pyenv/versions/{minor}.*/bin/python{minor}"))
+    return str(pyenv[-1]) if pyenv else minor
+
+
+def _pytest(session: nox.Session, report: Path, *args: str) -> None:
+    session.run("pytest", f"--junitxml={report}", *args, env={"PYTHONUNBUFFERED": "1"})
     # pytest exits non-zero when it collects nothing, but a run that only skipped is no success either.
     suite = ET.parse(report).getroot()
     totals = suite if suite.tag == "testsuite" else suite[0]
@@ -31,6 +49,21 @@ def tests(session: nox.Session) -> None:
     if ran <= 0:
         session.error("No test ran: that is not a passing suite.")
     session.log(f"{ran} tests ran.")
+
+
+@nox.session(python=_python("3.11"))
+def tests(session: nox.Session) -> None:
+    """Unit tests and integration tests against a local Slurm 22.05 cluster (needs root), on Python 3.11."""
+    _install(session, "dev,covalent")
+    _pytest(session, ROOT / ".nox" / "junit.xml", *session.posargs)
+
+
+@nox.session(name="tests-24.11", python=_python("3.13"))
+def tests_slurm_24_11(session: nox.Session) -> None:
+    """The core of the suite against a local Slurm 24.11 cluster (OpenSSH 10.0), on Python 3.13: the jobs
+    run that root's Python 3.13, and pickles need the client's minor version."""
+    _install(session, "dev,covalent")
+    _pytest(session, ROOT / ".nox" / "junit-24.11.xml", "--slurm", "24.11", *(session.posargs or RELEASE_TIER))
 
 
 @nox.session

@@ -70,7 +70,8 @@ def plain_loops(cluster: ClusterSettings, jobs: int, loops: int) -> float:
     return per_loop * loops / (end - start)
 
 
-def session_for(cluster: ClusterSettings, **overrides: Any) -> SlurmSession:
+def session_options(cluster: ClusterSettings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of a SlurmSession (or SlurmExecutor) on ``cluster``, besides the host."""
     options: dict[str, Any] = {
         "port": cluster.port,
         "user": cluster.user,
@@ -80,7 +81,11 @@ def session_for(cluster: ClusterSettings, **overrides: Any) -> SlurmSession:
         "remote_workdir": cluster.remote_workdir,
         "python": cluster.python,
     }
-    return SlurmSession("127.0.0.1", **(options | overrides))
+    return options | overrides
+
+
+def session_for(cluster: ClusterSettings, **overrides: Any) -> SlurmSession:
+    return SlurmSession("127.0.0.1", **session_options(cluster, **overrides))
 
 
 async def submit_rate(cluster: ClusterSettings, jobs: int, *, distinct_specs: bool) -> dict[str, Any]:

@@ -1,6 +1,9 @@
-"""slurmbatch: run Python functions as Slurm jobs over SSH, under asyncio or trio.
+"""slurmbatch: run Python functions as Slurm jobs over SSH, from plain code, asyncio or trio.
 
 ::
+
+    with SlurmExecutor("login.cluster.org", user="me") as executor:
+        print(executor.submit(simulate, 1.0, 2.0).result())
 
     async with SlurmSession("login.cluster.org", user="me") as session:
         future = await session.submit(simulate, (1.0, 2.0), JobSpec(options={"time": "00:10:00"}))
@@ -16,6 +19,7 @@ from ._errors import (
     JobOutOfMemory,
     JobPreempted,
     JobTimeout,
+    JournalError,
     PayloadError,
     RemoteEnvironmentError,
     RemoteError,
@@ -23,6 +27,8 @@ from ._errors import (
     SlurmBatchError,
     SubmissionError,
 )
+from ._sync_future import SyncJobFuture
+from .executor import SlurmExecutor
 from .future import JobFuture
 from .rpc_budget import RpcBudget
 from .session import SlurmSession
@@ -41,12 +47,15 @@ __all__ = [
     "JobSpec",
     "JobState",
     "JobTimeout",
+    "JournalError",
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
     "RpcBudget",
     "SessionClosedError",
     "SlurmBatchError",
+    "SlurmExecutor",
     "SlurmSession",
     "SubmissionError",
+    "SyncJobFuture",
 ]

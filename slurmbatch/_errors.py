@@ -14,6 +14,7 @@ __all__ = [
     "JobOutOfMemory",
     "JobPreempted",
     "JobTimeout",
+    "JournalError",
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
@@ -75,6 +76,10 @@ class PayloadError(SlurmBatchError, TypeError):
 
 class SessionClosedError(SlurmBatchError, RuntimeError):
     """The session was used outside its ``async with`` block, or after it was closed."""
+
+
+class JournalError(SlurmBatchError):
+    """The local journal file (the session's ``journal=``) cannot be created, opened or written."""
 
 
 class RemoteEnvironmentError(SlurmBatchError):

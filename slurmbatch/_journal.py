@@ -5,19 +5,34 @@ this machine. A job's row is written before its sbatch may run (state ``submitti
 its batch), updated with its job id once sbatch answered, and marked collected once its future is
 resolved, before its result file is removed. A process killed at any point therefore leaves enough
 behind for :meth:`SlurmSession.reattach` to find every job it had not collected, exactly once.
+
+Every SQLite call runs in a worker thread, one at a time: a write waiting for another process's lock
+(up to ``busy_timeout``) must not stall the event loop, which may be serving a whole Covalent server.
+
+A session that has the journal open holds an exclusive lock (``flock``) on a file of its own next to
+the journal, released by the kernel when its process ends however it ends. A session whose lock can be
+taken is therefore not running, and only such sessions' jobs are adopted by another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import IO, Any, TypeVar
 
+import anyio
 import attrs
 
+from ._errors import JournalError
+
 __all__ = ["Journal", "JournalEntry", "default_journal_path"]
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -53,110 +68,193 @@ class JournalEntry:
 
 
 class Journal:
-    """The journal file, open for one session. Writes commit at once; none waits for the network."""
+    """The journal file, open for one session. Writes commit at once; none waits for the network.
 
-    def __init__(self, path: str | Path, *, session: str, host: str, workdir: str) -> None:
+    The constructor opens the file (blocking: call :meth:`open` from async code); the other methods
+    are coroutines that run their SQLite work in a worker thread. Raises :class:`JournalError`, naming
+    the ``journal=`` setting, when the file cannot be created, opened or written.
+    """
+
+    def __init__(self, path: str | Path, *, session: str) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.session = session
-        # isolation_level=None: each statement (or explicit BEGIN block) is its own transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)
-        self._db.execute(
-            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)", (session, host, workdir, time.time())
-        )
         self._finished: list[tuple[str, str]] = []
+        self._limiter: anyio.CapacityLimiter | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # isolation_level=None: each statement (or explicit BEGIN block) is its own transaction.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error("cannot be created or opened", exc) from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+            os.chmod(self.path, 0o600)
+            self._lock = _hold_lock(self._lock_path(session))
+        except (OSError, sqlite3.Error) as exc:
+            self._db.close()
+            raise self._error("cannot be written", exc) from exc
 
-    def close(self) -> None:
-        self.flush()
+    @classmethod
+    async def open(cls, path: str | Path, *, session: str) -> Journal:
+        """Open (or create) the journal at ``path`` for ``session``, off the event loop."""
+        return await anyio.to_thread.run_sync(lambda: cls(path, session=session))
+
+    async def register(self, host: str, workdir: str) -> None:
+        """Record this session's login node and remote work directory (once the session knows it)."""
+        await self._call(
+            self._db.execute,
+            "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?)",
+            (self.session, host, workdir, time.time()),
+        )
+
+    async def close(self) -> None:
+        """Write what is pending, close the file and let other sessions adopt this one's leftovers."""
+        try:
+            await self.flush()
+        finally:
+            await self._call(self._close)
+
+    def _close(self) -> None:
         self._db.close()
+        _release_lock(self._lock, self._lock_path(self.session))
 
-    def submitting(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
+    async def submitting(self, rows: Iterable[tuple[str, str, str | None]]) -> None:
         """Record ``(token, fence, source_file)`` rows before their batch may run."""
         now = time.time()
-        with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, NULL, ?, 'submitting', ?)",
-                [(token, self.session, fence, source, now) for token, fence, source in rows],
-            )
+        await self._write(
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, NULL, ?, 'submitting', ?)",
+            [(token, self.session, fence, source, now) for token, fence, source in rows],
+        )
 
-    def submitted(self, rows: Iterable[tuple[str, str]]) -> None:
+    async def submitted(self, rows: Iterable[tuple[str, str]]) -> None:
         """Record the job ids sbatch gave: ``(token, job_id)`` rows."""
         now = time.time()
-        with self._transaction():
-            self._db.executemany(
-                "UPDATE jobs SET job_id = ?, state = 'submitted', updated = ? WHERE token = ?",
-                [(job_id, now, token) for token, job_id in rows],
-            )
+        await self._write(
+            "UPDATE jobs SET job_id = ?, state = 'submitted', updated = ? WHERE token = ?",
+            [(job_id, now, token) for token, job_id in rows],
+        )
 
-    def refused(self, tokens: Iterable[str]) -> None:
+    async def refused(self, tokens: Iterable[str]) -> None:
         """Forget jobs sbatch refused (or that were never sent): nothing of them runs."""
-        with self._transaction():
-            self._db.executemany("DELETE FROM jobs WHERE token = ?", [(t,) for t in tokens])
+        await self._write("DELETE FROM jobs WHERE token = ?", [(t,) for t in tokens])
 
     def finished(self, token: str, state: str) -> None:
         """Note that a job's future was resolved; written by the next :meth:`flush`."""
         self._finished.append((state, token))
 
-    def flush(self) -> None:
+    async def flush(self) -> None:
         """Write the finished jobs noted since the last flush (before their result files go)."""
         if not self._finished:
             return
         done, self._finished = self._finished, []
         now = time.time()
-        with self._transaction():
-            self._db.executemany(
-                "UPDATE jobs SET state = ?, updated = ? WHERE token = ?",
-                [(state, now, token) for state, token in done],
-            )
+        await self._write(
+            "UPDATE jobs SET state = ?, updated = ? WHERE token = ?",
+            [(state, now, token) for state, token in done],
+        )
 
-    def uncollected(self, sessions: Sequence[str]) -> list[JournalEntry]:
+    async def uncollected(self, sessions: Sequence[str]) -> list[JournalEntry]:
         """The jobs of ``sessions`` whose futures were never resolved."""
         marks = ",".join("?" * len(sessions))
-        rows = self._db.execute(
+        rows = await self._query(
             f"SELECT token, fence, job_id, source_file FROM jobs WHERE session IN ({marks}) "
             "AND state IN ('submitting', 'submitted') ORDER BY rowid",
             list(sessions),
-        ).fetchall()
+        )
         return [JournalEntry(*row) for row in rows]
 
-    def sessions_with_uncollected_jobs(self, host: str, workdir: str) -> list[str]:
-        """Other sessions on the same login node and work directory that left jobs behind."""
-        rows = self._db.execute(
+    async def sessions_with_uncollected_jobs(self, host: str, workdir: str) -> list[str]:
+        """Other sessions on the same login node and work directory that left jobs behind and are no
+        longer running (a session still open, in this process or another, is skipped)."""
+        rows = await self._query(
             "SELECT DISTINCT s.id FROM sessions s JOIN jobs j ON j.session = s.id "
             "WHERE s.host = ? AND s.workdir = ? AND s.id != ? AND j.state IN ('submitting', 'submitted') "
             "ORDER BY s.opened",
             (host, workdir, self.session),
-        ).fetchall()
-        return [row[0] for row in rows]
+        )
+        sessions = [str(row[0]) for row in rows]
+        alive = await self._call(lambda: {s for s in sessions if self._is_running(s)})
+        return [s for s in sessions if s not in alive]
 
-    def adopt(self, tokens: Iterable[str]) -> None:
+    async def is_running(self, session: str) -> bool:
+        """Whether ``session`` has the journal open right now (in this process or another)."""
+        return await self._call(self._is_running, session)
+
+    async def adopt(self, tokens: Iterable[str]) -> None:
         """Move jobs of an earlier session into this one (a later reattach then finds them here)."""
-        with self._transaction():
-            self._db.executemany(
-                "UPDATE jobs SET session = ? WHERE token = ?", [(self.session, t) for t in tokens]
-            )
+        await self._write("UPDATE jobs SET session = ? WHERE token = ?", [(self.session, t) for t in tokens])
 
-    def workdir_of(self, session: str) -> str | None:
-        row = self._db.execute("SELECT workdir FROM sessions WHERE id = ?", (session,)).fetchone()
-        return None if row is None else str(row[0])
+    async def workdir_of(self, session: str) -> str | None:
+        """The remote work directory ``session`` used, or None if the journal does not know it."""
+        rows = await self._query("SELECT workdir FROM sessions WHERE id = ?", (session,))
+        return None if not rows else str(rows[0][0])
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+    # ------------------------------------------------------------------------------- internals
+    def _lock_path(self, session: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.sessions") / f"{session}.lock"
 
+    def _is_running(self, session: str) -> bool:
+        if session == self.session:
+            return True
+        try:
+            with open(self._lock_path(session), "rb") as file:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                return False
+        except FileNotFoundError:
+            return False  # closed cleanly (or written before sessions held locks)
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK``): several sessions may share the file."""
+    async def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
+        if rows:
+            await self._call(self._write_now, statement, rows)
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
+    def _write_now(self, statement: str, rows: list[tuple[object, ...]]) -> None:
+        # BEGIN IMMEDIATE ... COMMIT: several sessions may share the file.
         self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(statement, rows)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    async def _query(self, statement: str, parameters: Sequence[object]) -> list[Any]:
+        return await self._call(lambda: self._db.execute(statement, parameters).fetchall())
+
+    async def _call(self, function: Callable[..., T], *args: object) -> T:
+        if self._limiter is None:  # made here, not in __init__: it belongs to the running event loop
+            self._limiter = anyio.CapacityLimiter(1)
+        try:
+            return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error("cannot be written", exc) from exc
+
+    def _error(self, what: str, exc: BaseException) -> JournalError:
+        return JournalError(
+            f"The session journal {self.path} {what}: {exc}. Pass journal= a file path in a directory you "
+            "can write to, or journal=False to run without a journal (then reattach() is not available)."
+        )
+
+
+def _hold_lock(path: Path) -> IO[bytes]:
+    """Open ``path`` and hold an exclusive lock on it for as long as the file stays open."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    file = open(path, "ab")  # noqa: SIM115 - held open until the session closes the journal
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+def _release_lock(file: IO[bytes], path: Path) -> None:
+    # Unlinked while still held: no other session can take a lock on the name in between.
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    file.close()

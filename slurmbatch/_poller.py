@@ -51,6 +51,7 @@ _MARK = "@@slurmbatch-listing@@"
 # Printed when squeue or sacct failed (e.g. slurmctld restarting): their silence then means nothing.
 _NO_ANSWER = "@@slurmbatch-no-answer@@"
 _STDERR_TAIL_LINES = 20
+_STDERR_TAIL_BYTES = 16 * 1024  # read for those lines; a longer last line is cut at its start
 _ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
 
 
@@ -197,8 +198,13 @@ class Poller:
         value: Any = None,
         exc: BaseException | None = None,
         state: JobState | None = None,
+        collected: bool = True,
     ) -> None:
-        """Resolve ``future`` with a value or an exception, and stop tracking it."""
+        """Resolve ``future`` with a value or an exception, and stop tracking it.
+
+        ``collected=False``: its outcome is not known (the session gave up following the job), so the
+        journal keeps it for a later reattach.
+        """
         if exc is None:
             future._set_result(value)
         else:
@@ -209,7 +215,7 @@ class Poller:
         self._ended.pop(future.token, None)
         self._files_lost.discard(future.token)
         self._vanished.discard(future.job_id)
-        if self._journal is not None:
+        if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
         if not self._live:
             self._idle.set()
@@ -452,7 +458,7 @@ class Poller:
             self._ready.difference_update(f.token for f in finished)
             collected = self._resolve_results(paths, contents)
             if self._journal is not None:
-                self._journal.flush()  # collected for good before the files go
+                await self._journal.flush()  # collected for good before the files go
             # Removed once resolved, not before: keeps W/results as short as the number of live jobs.
             await sftp.remove_many(collected)
         for path, future in paths.items():
@@ -501,12 +507,14 @@ class Poller:
         stderrs = {self._layout.stderr(f.token): f.token for f, _ in due}
         async with self._pool.sftp() as sftp:
             try:
-                contents = await sftp.get_many([*results, *stderrs])
+                contents = await sftp.get_many(results)
+                # Only the end of each stderr, read from its offset: a job may have logged gigabytes.
+                contents.update(await sftp.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
             collected = self._resolve_results(results, contents)
             if self._journal is not None:
-                self._journal.flush()
+                await self._journal.flush()
             await sftp.remove_many(collected)
         tails = {
             stderrs[path]: "\n".join(data.decode(errors="replace").splitlines()[-_STDERR_TAIL_LINES:])

@@ -14,7 +14,15 @@ import attrs
 from ._errors import RemoteEnvironmentError
 from .spec import interpreter_words
 
-__all__ = ["RemoteFacts", "parse_probe", "probe_command", "python_check", "python_command", "workdir_lines"]
+__all__ = [
+    "RemoteFacts",
+    "parse_probe",
+    "probe_command",
+    "python_check",
+    "python_command",
+    "workdir_assignment",
+    "workdir_lines",
+]
 
 _SEP = "@@slurmbatch@@"
 _NO_SBATCH = "@@no-sbatch@@"
@@ -64,11 +72,44 @@ def python_command(python: str) -> list[str]:
     return words
 
 
-def _remote_path(path: str) -> str:
-    # Exec'd commands start in the home directory, so "~/x" is just "x"; anything else is quoted as is.
-    if path == "~":
-        return "."
-    return shlex.quote(path[2:] if path.startswith("~/") else path)
+_USER_HOME = re.compile(r"~([A-Za-z0-9._][A-Za-z0-9._-]*)(/.*)?", re.DOTALL)
+_VARIABLE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))(/.*)?", re.DOTALL)
+
+
+def _rest(rest: str | None) -> str:
+    """The part of a path after its first word, quoted: ``/a b`` -> ``/'a b'``."""
+    if not rest or rest == "/":
+        return rest or ""
+    return "/" + shlex.quote(rest[1:])
+
+
+def workdir_assignment(workdir: str) -> list[str]:
+    """Shell lines that set ``$W`` to ``workdir`` as the login node sees it, or exit with status 3.
+
+    ``~/x`` and relative paths are taken from the home directory (where commands start), ``~user/x``
+    from that user's home, and ``$VAR/x`` (or ``${VAR}/x``) from that variable, e.g. ``$SCRATCH``: these
+    are expanded on the login node. Anything else is taken literally.
+    """
+    if workdir == "~":
+        return ["W=."]
+    if workdir.startswith("~/"):
+        return [f"W={shlex.quote(workdir[2:])}"]
+    if user := _USER_HOME.fullmatch(workdir):
+        name, rest = user[1], user[2]
+        return [
+            f"W=~{name}{_rest(rest)}",
+            # Not expanded: the login node knows no such user.
+            f'[ "${{W#\\~}}" = "$W" ] || {{ echo "remote_workdir starts with ~{name}, but the login node '
+            f'knows no user {name}" >&2; exit 3; }}',
+        ]
+    if variable := _VARIABLE.fullmatch(workdir):
+        name, rest = variable[1] or variable[2], variable[3]
+        return [
+            f'[ -n "${{{name}:-}}" ] || {{ echo "remote_workdir starts with \\${name}, which is not set (or '
+            f'empty) on the login node" >&2; exit 3; }}',
+            f'W="${name}"{_rest(rest)}',
+        ]
+    return [f"W={shlex.quote(workdir)}"]
 
 
 def workdir_lines(workdir: str) -> list[str]:
@@ -76,7 +117,7 @@ def workdir_lines(workdir: str) -> list[str]:
     subdirectories, or exit with status 3."""
     return [
         "umask 077",
-        f"W={_remote_path(workdir)}",
+        *workdir_assignment(workdir),
         'mkdir -p -- "$W/fn" "$W/jobs" "$W/results" || exit 3',
         'chmod 700 -- "$W" "$W/fn" "$W/jobs" "$W/results" || exit 3',
     ]

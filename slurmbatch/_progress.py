@@ -11,14 +11,24 @@ from .future import JobFuture
 from .slurm.states import JobState
 
 
+def require_rich() -> None:
+    """Raise a plain :class:`ImportError` (what to install) unless rich can be imported."""
+    try:
+        import rich.progress  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "map(progress=True) draws its progress bar with rich, which is not installed here: "
+            "pip install 'slurmbatch[rich]' (or pip install rich), or call map() without progress=True."
+        ) from exc
+
+
 async def show_progress(
     futures: Sequence[JobFuture[Any]], progress_event: Callable[[], anyio.Event], title: str
 ) -> None:
     """Draw a bar until every future is done; states change at each status query, results at once."""
-    try:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError("progress=True needs rich: pip install 'slurmbatch[rich]'") from exc
+    # Imported here: rich is optional, and map() checked with require_rich() before submitting.
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -20,7 +20,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import ConnectionLost, SubmissionError
+from ._errors import ConnectionLost, SessionClosedError, SubmissionError
 from ._journal import Journal
 from ._reconnect import Outage, retry_lost
 from ._remote_layout import RemoteLayout, new_token
@@ -38,7 +38,7 @@ from .slurm.batch import (
     write_files_script,
 )
 from .spec import JobSpec
-from .transport import SSHPool
+from .transport import CommandResult, SSHPool
 
 logger = logging.getLogger("slurmbatch")
 
@@ -119,6 +119,13 @@ class Submitter:
         self._uploading: dict[str, anyio.Event] = {}
         self.batches = 0
         self.sbatch_calls = 0
+        # Closed when the session ends: queued requests then fail instead of waiting for a worker.
+        self._closed = False
+        self._busy = 0  # batches taken from the queue and not yet answered
+        self._idle = anyio.Event()
+        self._idle.set()
+        # Fenced commands whose reply was lost to a cancellation (by fence): they may run on remotely.
+        self._interrupted: dict[str, list[_Job]] = {}
 
     def forget_uploads(self) -> None:
         """The remote work directory was recreated: upload functions and large arguments again."""
@@ -138,31 +145,83 @@ class Submitter:
         """Queue ``requests`` as one unit (e.g. a ``map``) and wait until sbatch answered for all."""
         if not requests:
             return
+        if self._closed:
+            raise _closed_error()
         await self._send.send(requests)
         for request in requests:
             await request.done.wait()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Serve the queue until cancelled."""
-        async with anyio.create_task_group() as tg:
-            for _ in range(self._workers):
-                tg.start_soon(self._worker)
-            task_status.started()
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(self._workers):
+                    tg.start_soon(self._worker)
+                task_status.started()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Take no more requests: those queued and those sent later fail with :class:`SessionClosedError`.
+
+        Batches already under way go on; :meth:`wait_idle` waits for them.
+        """
+        self._closed = True
+        queued: list[SubmitRequest] = []
+        self._drain(queued, limit=math.inf)
+        _fail(queued, _closed_error())
+
+    async def wait_idle(self) -> None:
+        """Wait until no batch is under way (each is answered, failed, or interrupted)."""
+        await self._idle.wait()
+
+    async def claim_interrupted(self) -> None:
+        """Find out what each fenced command cut short by a cancellation did, and report its jobs.
+
+        Its fence is claimed: a command that had not started never will. The jobs it submitted are
+        reported like any others (tracked by the session, which then cancels them with the rest).
+        """
+        for fence, jobs in list(self._interrupted.items()):
+            try:
+                replies, _ = await self.recover(fence)
+            except Exception as exc:  # left listed: unsettled_tokens() names its jobs
+                logger.warning("could not find out what an interrupted submission did: %s", exc)
+                continue
+            del self._interrupted[fence]
+            if replies is not None:
+                self.finished_fences.append(fence)
+                await self._report(jobs, replies, "the session closed before sbatch answered")
+            elif self._journal is not None:
+                await self._journal.refused(t for job in jobs for t in self._request_tokens(job))
+
+    def unsettled_tokens(self) -> list[str]:
+        """Tokens of jobs whose submission was cut short and not yet looked up (see claim_interrupted)."""
+        return [job.token for jobs in self._interrupted.values() for job in jobs]
 
     async def _worker(self) -> None:
         window = 0.0
         async for first in self._receive:
             batch = list(first)
             self._drain(batch)
+            if self._closed:
+                _fail(batch, _closed_error())
+                continue
             if window and len(batch) < self._max_batch:
                 # Requests are streaming in: wait a moment so that this batch carries more of them.
                 await anyio.sleep(window)
                 self._drain(batch)
             window = self._window if len(batch) > 1 else 0.0
-            await self._submit_batch(batch)
+            self._busy += 1
+            self._idle = anyio.Event() if self._idle.is_set() else self._idle
+            try:
+                await self._submit_batch(batch)
+            finally:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle.set()
 
-    def _drain(self, batch: list[SubmitRequest]) -> None:
-        while len(batch) < self._max_batch:
+    def _drain(self, batch: list[SubmitRequest], limit: float | None = None) -> None:
+        while len(batch) < (self._max_batch if limit is None else limit):
             try:
                 batch.extend(self._receive.receive_nowait())
             except anyio.WouldBlock:
@@ -194,13 +253,7 @@ class Submitter:
             for start in range(0, len(jobs), step):
                 await self._sbatch(jobs[start : start + step])
         except BaseException as exc:
-            for request in batch:
-                if request.done.is_set():
-                    continue
-                request.error = (
-                    exc if isinstance(exc, Exception) else SubmissionError(f"submission interrupted: {exc!r}")
-                )
-                request.done.set()
+            _fail(batch, exc if isinstance(exc, Exception) else _closed_error(under_way=True))
             if not isinstance(exc, Exception):
                 raise
 
@@ -218,6 +271,8 @@ class Submitter:
         controller_down = Outage(self._reconnect_deadline)
         pending = list(jobs)
         while pending:
+            if self._closed:  # the session is ending: a batch not sent yet is not sent at all
+                raise _closed_error()
             fence = self._layout.fence(new_token())
             stale, self.finished_fences = self.finished_fences, []
             body = write_files_script({p: files[p] for j in pending for p in self._job_files(j)})
@@ -229,23 +284,25 @@ class Submitter:
             )
             if self._journal is not None:
                 # Before the batch may run: a process killed from here on leaves its jobs findable.
-                self._journal.submitting(
+                await self._journal.submitting(
                     (token, fence, job.requests[0].function.source_file)
                     for job in pending
                     for token in self._request_tokens(job)
                 )
+            # Listed until its reply is known: if a cancellation cuts it short, the session claims the fence.
+            self._interrupted[fence] = list(pending)
             try:
-                result = await self._pool.script(
-                    fenced_script(body, fence), shell="bash", what=f"submitting {len(pending)} job(s)"
-                )
-            except ConnectionLost as error:
-                self.finished_fences += stale
-                await anyio.sleep(outage.lost(error, f"submitting {len(pending)} job(s)"))
-                replies, complete = await self.recover(fence)
+                result = await self._run_fenced(body, fence, stale, outage, len(pending))
+            except Exception:
+                del self._interrupted[fence]
+                raise
+            del self._interrupted[fence]
+            if isinstance(result, tuple):  # the connection dropped under it: the recovery's answer
+                replies, complete = result
                 if replies is None:
                     continue  # it never ran, and never will: send the same jobs again
                 self.finished_fences.append(fence)
-                self._report(
+                await self._report(
                     pending,
                     replies,
                     "no answer"
@@ -259,10 +316,23 @@ class Submitter:
             self.finished_fences.append(fence)
             replies = parse_batch_sbatch(result.stdout)
             pending, unanswered = self._unanswered(pending, replies, controller_down)
-            self._report(pending, replies, result.stderr.strip())
+            await self._report(pending, replies, result.stderr.strip())
             pending = unanswered
             if pending:
                 await anyio.sleep(min(5.0, 0.5 * 2.0 ** min(controller_down.losses, 4)))
+
+    async def _run_fenced(
+        self, body: str, fence: str, stale: list[str], outage: Outage, jobs: int
+    ) -> CommandResult | tuple[dict[str, SbatchReply] | None, bool]:
+        """Run the fenced batch; if the connection drops under it, what :meth:`recover` learns instead."""
+        try:
+            return await self._pool.script(
+                fenced_script(body, fence), shell="bash", what=f"submitting {jobs} job(s)"
+            )
+        except ConnectionLost as error:
+            self.finished_fences += stale
+            await anyio.sleep(outage.lost(error, f"submitting {jobs} job(s)"))
+            return await self.recover(fence)
 
     def _unanswered(
         self, jobs: list[_Job], replies: dict[str, SbatchReply], controller_down: Outage
@@ -294,7 +364,7 @@ class Submitter:
             return None, False
         return parse_batch_sbatch(result.stdout), UNFINISHED not in result.stdout
 
-    def _report(self, jobs: Sequence[_Job], replies: dict[str, SbatchReply], stderr: str) -> None:
+    async def _report(self, jobs: Sequence[_Job], replies: dict[str, SbatchReply], stderr: str) -> None:
         self.sbatch_calls += len(jobs)
         logger.info(
             "submitted %d call(s) as %d job(s) in one command", sum(len(j.requests) for j in jobs), len(jobs)
@@ -323,10 +393,10 @@ class Submitter:
                     self._on_submitted(request)
                 request.done.set()
         if self._journal is not None:
-            self._journal.submitted(
+            await self._journal.submitted(
                 (r.token, r.job_id) for job in jobs for r in job.requests if r.job_id is not None
             )
-            self._journal.refused(
+            await self._journal.refused(
                 token for job in jobs if job.requests[0].job_id is None for token in self._request_tokens(job)
             )
 
@@ -390,3 +460,23 @@ class Submitter:
 
         await retry_lost(upload, deadline=self._reconnect_deadline, what=f"uploading {len(files)} file(s)")
         self._uploaded.update(files)
+
+
+def _closed_error(*, under_way: bool = False) -> SessionClosedError:
+    if under_way:
+        return SessionClosedError(
+            "The session closed while this job was being submitted: if sbatch accepted it, it was cancelled "
+            "with the session's other jobs. Submit inside the session's `async with` block and await the "
+            "submission before the block ends."
+        )
+    return SessionClosedError(
+        "The session closed before this job was submitted; nothing was sent. Submit inside the session's "
+        "`async with` block and await the submission before the block ends."
+    )
+
+
+def _fail(requests: Sequence[SubmitRequest], error: BaseException) -> None:
+    for request in requests:
+        if not request.done.is_set():
+            request.error = error
+            request.done.set()

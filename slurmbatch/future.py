@@ -26,6 +26,11 @@ class JobFuture(Generic[T]):
 
     Cancelling the task that awaits a future cancels only the waiting: the job runs on, and the future
     can be awaited again. Use :meth:`cancel` to cancel the job itself.
+
+    A future never waits for a session that has ended: when the session stops following a job whose
+    outcome it does not know (it was detached, the login node stayed unreachable past
+    ``reconnect_deadline``, or the job could not be cancelled within ``cancel_timeout``), the future
+    raises an error that says so and names ``reattach(<session id>)``, which collects the job later.
     """
 
     __slots__ = (

@@ -3,37 +3,32 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
-import math
-import posixpath
-import re
-import shlex
-import sys
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from importlib.metadata import version
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
-import anyio
-from anyio.abc import TaskStatus
-
 from . import _probe
-from ._batched_reads import BatchedReader
-from ._errors import ConnectionLost, JobCancelled, PayloadError, SessionClosedError, SubmissionError
-from ._journal import Journal, default_journal_path
-from ._poller import Poller
-from ._progress import show_progress
-from ._reconnect import Outage, retry_lost, sole_error
-from ._remote_layout import RemoteLayout, new_token
-from ._submitter import ArrayShape, SubmitRequest, Submitter
+from ._errors import PayloadError, SessionClosedError
+from ._job_script import render_job_script
+from ._journal import Journal, JournalEntry, default_journal_path
+from ._lifecycle import SessionLifecycle
+from ._progress import require_rich, show_progress
+from ._reattach import reattach
+from ._reconnect import retry_lost
+from ._remote_layout import new_token
+from ._session_checks import (
+    UNSET,
+    checked_cancel_timeout,
+    checked_interval,
+    checked_max_argument_bytes,
+    connect_settings,
+    slurm_setup_text,
+)
+from ._submitter import ArrayShape, SubmitRequest
 from .future import JobFuture
-from .payload import ArgumentStore, FunctionBlob, pack_function, runner_digest, runner_source
+from .payload import ArgumentStore, FunctionBlob, pack_function
 from .rpc_budget import RpcBudget, TokenBucket
-from .slurm.commands import scancel_argv
-from .slurm.script import render_script
-from .slurm.states import JobState
 from .spec import JobSpec
 from .transport import ConnectSettings, SSHPool
 
@@ -42,17 +37,8 @@ __all__ = ["SlurmSession"]
 logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
-_LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-_LOCAL_CLOUDPICKLE = version("cloudpickle")
-_UNSET: Any = object()
 
-
-def _job_token(token: str) -> str:
-    """The token of the job a (possibly array task) token belongs to: ``sb-x.4`` -> ``sb-x``."""
-    return token.split(".", 1)[0]
-
-
-class SlurmSession:
+class SlurmSession(SessionLifecycle):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
 
     Use it as an async context manager; it works under asyncio and trio::
@@ -67,7 +53,8 @@ class SlurmSession:
 
     Leaving the block normally waits until every job submitted through the session has ended (their
     futures stay readable afterwards). Leaving it through an exception or a cancellation cancels every
-    job that is still live, with one ``scancel``, shielded from that cancellation. After
+    job that is still live, with one ``scancel``, shielded from that cancellation; submissions still
+    under way are waited for (up to ``cancel_timeout``) and their jobs cancelled with the rest. After
     :meth:`detach`, jobs run on past the block instead.
 
     Args:
@@ -110,7 +97,11 @@ class SlurmSession:
         reconnect_deadline: Seconds an outage may last: while the connection keeps dropping, it is
             opened again (with jittered backoff) and what was under way is resumed or, when safe, done
             again; a job already submitted is never submitted twice. Past it, the futures of the
-            session's jobs fail with a :class:`ConnectError` that says why.
+            session's jobs fail with a :class:`ConnectError` that says why: the jobs may still be
+            running, the journal keeps them and their remote files stay, for :meth:`reattach`.
+        cancel_timeout: Seconds the block's exit may spend on each of: waiting for submissions still
+            under way, and cancelling live jobs. Jobs it could not cancel in time are named (in the log
+            and in their futures' errors), never silently left behind.
     """
 
     def __init__(
@@ -124,7 +115,7 @@ class SlurmSession:
         passphrase: str | None = None,
         known_hosts: str | Path | None = None,
         verify_host_key: bool = True,
-        ssh_config: str | Path | Sequence[str | Path] = _UNSET,
+        ssh_config: str | Path | Sequence[str | Path] = UNSET,
         remote_workdir: str = "~/slurmbatch",
         python: str = "python3",
         check_remote_python: bool = True,
@@ -139,24 +130,20 @@ class SlurmSession:
         reconnect_deadline: float = 120.0,
         journal: str | Path | bool = True,
         max_argument_bytes: int | None = 1 << 30,
+        cancel_timeout: float = 60.0,
     ) -> None:
-        options: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "user": user,
-            "passphrase": passphrase,
-            "verify_host_key": verify_host_key,
-            "connect_timeout": connect_timeout,
-        }
-        if key_file is not None:
-            options["key_files"] = [key_file] if isinstance(key_file, (str, Path)) else list(key_file)
-        if cert_file is not None:
-            options["cert_files"] = [str(cert_file)]
-        if known_hosts is not None:
-            options["known_hosts"] = str(known_hosts)
-        if ssh_config is not _UNSET:
-            options["ssh_config"] = [ssh_config] if isinstance(ssh_config, (str, Path)) else list(ssh_config)
-        self.settings = ConnectSettings(**options)
+        self.settings: ConnectSettings = connect_settings(
+            host,
+            user=user,
+            port=port,
+            key_file=key_file,
+            cert_file=cert_file,
+            passphrase=passphrase,
+            known_hosts=known_hosts,
+            verify_host_key=verify_host_key,
+            ssh_config=ssh_config,
+            connect_timeout=connect_timeout,
+        )
         _probe.python_command(python)  # fail now on an empty interpreter name
         if default_spec is not None and not isinstance(default_spec, JobSpec):
             raise TypeError(f"default_spec must be a JobSpec, not {type(default_spec).__name__}")
@@ -165,24 +152,16 @@ class SlurmSession:
         self._workdir = remote_workdir
         self._max_connections = max_connections
         self._max_channels = max_channels
-        # Checked now, not when the block opens: the mistake is on this line of the caller's code.
         SSHPool.check_limits(
             max_connections=max_connections, max_channels=max_channels, reconnect_deadline=reconnect_deadline
         )
-        self._status_interval = _checked_interval(status_interval)
+        self._status_interval = checked_interval(status_interval)
         self._reconnect_deadline = float(reconnect_deadline)
+        self._cancel_timeout = checked_cancel_timeout(cancel_timeout)
         if not isinstance(journal, (str, Path, bool)):
             raise TypeError(f"journal must be a file path, True or False, not {type(journal).__name__}")
         self._journal_path = default_journal_path() if journal is True else (journal or None)
-        if max_argument_bytes is not None and (
-            isinstance(max_argument_bytes, bool)
-            or not isinstance(max_argument_bytes, int)
-            or max_argument_bytes < 1
-        ):
-            raise ValueError(
-                f"max_argument_bytes must be a positive number of bytes or None, not {max_argument_bytes!r}"
-            )
-        self._max_argument_bytes = max_argument_bytes
+        self._max_argument_bytes = checked_max_argument_bytes(max_argument_bytes)
         self._journal: Journal | None = None
         #: This session's name in the journal: pass it to :meth:`reattach` from another process.
         self.id = new_token().replace("sb-", "session-", 1)
@@ -191,201 +170,27 @@ class SlurmSession:
         if rpc_budget is not None and not isinstance(rpc_budget, RpcBudget):
             raise TypeError(f"rpc_budget must be an RpcBudget, not {type(rpc_budget).__name__}")
         self._rpc_budget = rpc_budget
-        if isinstance(slurm_setup, str) or not all(isinstance(line, str) for line in slurm_setup):
-            raise TypeError(
-                f"slurm_setup must be a list of shell lines, not {slurm_setup!r}: e.g. ['module load slurm']"
-            )
-        # In the current shell (exports must last) with its output dropped: it would garble the replies.
-        self._slurm_setup = (
-            "{\n" + "".join(f"{line}\n" for line in slurm_setup) + "} >/dev/null\n" if slurm_setup else ""
-        )
+        self._slurm_setup = slurm_setup_text(slurm_setup)
         self._budget: TokenBucket | None = None
         self._state = "new"
         self._detached = False
         self._stack = contextlib.AsyncExitStack()
-        self._collected: dict[str, None] = {}  # job tokens whose remote files may be removed at exit
-        self._releasing: set[str] = set()  # tokens whose files release() asked to remove soon
-        self._release_wakeup = anyio.Event()
         # Nothing remembered by identity: an object changed in place between two submits must not travel
         # stale. Large arguments are still uploaded once per content (their hash).
         self._arguments = ArgumentStore(remembered=0, max_bytes=max_argument_bytes)
-        self._pool: SSHPool
-        self._layout: RemoteLayout
-        self._poller: Poller
-        self._submitter: Submitter
-        self._tg: anyio.abc.TaskGroup
-        self._reader: BatchedReader
         self.max_array_size = 1001
 
-    # ------------------------------------------------------------------------------- lifecycle
     async def __aenter__(self) -> SlurmSession:
-        if self._state != "new":
-            raise SessionClosedError("A SlurmSession can be entered only once; create a new one.")
-        self._state = "opening"
-        try:
-            await self._open()
-        except BaseException:
-            self._state = "closed"
-            with anyio.CancelScope(shield=True):
-                await self._stack.aclose()
-            raise
-        self._state = "open"
+        await self._enter()
         return self
-
-    async def _open(self) -> None:
-        self._pool = await self._stack.enter_async_context(
-            SSHPool(
-                self.settings,
-                max_connections=self._max_connections,
-                max_channels=self._max_channels,
-                reconnect_deadline=self._reconnect_deadline,
-            )
-        )
-        runner_name = f"runner-{runner_digest()[:12]}.py"
-        command = _probe.probe_command(
-            self._workdir,
-            python=self._python if self._check_remote_python else None,
-            runner_name=runner_name,
-            slurm_setup=self._slurm_setup,
-        )
-        result = await self._pool.script(command, what="the session's first command (its probe)")
-        facts = _probe.parse_probe(result.exit_status, result.stdout, result.stderr, workdir=self._workdir)
-        _probe.python_check(
-            facts.python_report,
-            python=self._python,
-            local_python=_LOCAL_PYTHON,
-            local_cloudpickle=_LOCAL_CLOUDPICKLE,
-        )
-        self._layout = RemoteLayout(facts.workdir)
-        self.max_array_size = facts.max_array_size
-        if self._journal_path is not None:
-            self._journal = Journal(
-                self._journal_path, session=self.id, host=self.settings.host, workdir=facts.workdir
-            )
-            self._stack.callback(self._journal.close)
-        if not facts.runner_present:
-            await self._upload_runner()
-        if self._rpc_budget is not None:
-            self._budget = TokenBucket(self._rpc_budget)
-        self._poller = Poller(
-            self._pool,
-            self._layout,
-            accounting=facts.accounting,
-            status_interval=self._status_interval,
-            budget=self._budget,
-            slurm_setup=self._slurm_setup,
-            restore_workdir=self._restore_workdir,
-            journal=self._journal,
-            cancel=self._cancel_jobs,
-        )
-        self._submitter = Submitter(
-            self._pool,
-            self._layout,
-            render=self._render,
-            on_submitted=self._on_submitted,
-            max_array_size=self.max_array_size,
-            budget=self._budget,
-            slurm_setup=self._slurm_setup,
-            reconnect_deadline=self._reconnect_deadline,
-            journal=self._journal,
-        )
-        # The task group is not on the exit stack: it must be exited outside the shielded scope that
-        # closes the rest (cancel scopes exit in the order they were entered).
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
-        await self._tg.start(self._watch_jobs)
-        await self._tg.start(self._submitter.run)
-        self._reader = BatchedReader(self._read_files, self._tg)
-        if self._cleanup:
-            self._tg.start_soon(self._remove_released)
-        logger.info("session open on %s, work directory %s", self.settings.host, facts.workdir)
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._state = "closing"
-        try:
-            if exc_type is None and not self._detached:
-                await self._poller.wait_idle()
-        except BaseException:
-            # Cancelled (or interrupted) while waiting for the jobs: they must not outlive the block.
-            await self._cancel_live("the session was cancelled while waiting for its jobs")
-            raise
-        finally:
-            with anyio.CancelScope(shield=True):
-                if exc_type is not None and not self._detached:
-                    await self._cancel_live(f"the session block raised {exc_type.__name__}")
-                if self._cleanup:
-                    await self._remove_collected()
-            self._state = "closed"
-            self._tg.cancel_scope.cancel()
-            try:
-                await self._tg.__aexit__(None, None, None)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await self._stack.aclose()
-
-    async def _upload_runner(self) -> None:
-        async with self._pool.sftp() as sftp:
-            staged = self._layout.runner(runner_digest()) + ".part"
-            await sftp.put(staged, runner_source())
-            await sftp.rename(staged, self._layout.runner(runner_digest()))
-
-    async def _restore_workdir(self) -> None:
-        """Recreate the remote work directory after someone removed it, with the runner in it."""
-        result = await self._pool.script(
-            "\n".join(_probe.workdir_lines(self._layout.workdir)), what="recreating the work directory"
-        )
-        if not result.ok:
-            logger.error("could not recreate the remote work directory: %s", result.stderr.strip())
-            return
-        self._submitter.forget_uploads()
-        await self._upload_runner()
-
-    async def _watch_jobs(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run the status loop; when it fails, fail the jobs it was watching with that error, and go on.
-
-        The user's code runs inside this task group: an error here must reach the futures, never cancel
-        the user's block.
-        """
-        started = False
-        outage = Outage(self._reconnect_deadline)
-        while True:
-            try:
-                if started:
-                    await self._poller.run()
-                else:
-                    started = True
-                    await self._poller.run(task_status=task_status)
-            except Exception as raised:
-                # The loop runs a task group: its error arrives wrapped in an exception group.
-                exc = sole_error(raised)
-                if isinstance(exc, ConnectionLost):
-                    # Go on where it stopped, on a new connection; a scheduler query covers the gap.
-                    if outage.since is not None and self._poller.last_success > outage.since:
-                        outage.over()
-                    try:
-                        pause = outage.lost(exc, "following the jobs")
-                    except Exception as past_deadline:
-                        self._poller.fail_all(past_deadline)
-                        outage.over()
-                        continue
-                    self._poller.request_status()
-                    await anyio.sleep(pause)
-                    continue
-                logger.error(
-                    "the status loop failed (%s); failing the %d job(s) it watched",
-                    exc,
-                    len(self._poller.live()),
-                )
-                self._poller.fail_all(exc)
-                await anyio.sleep(1.0)
 
     def detach(self) -> list[str]:
         """Let the jobs run on after the ``async with`` block; return the ids of those still live.
 
         Their results stay in the remote work directory, and the journal keeps them: a later session
         (in this process or another) collects them with ``await session.reattach(<this session's id>)``.
+        Until the block ends their futures resolve as usual; awaited after it, a future of a job that
+        had not finished raises :class:`SessionClosedError` saying it was detached.
         """
         self._require_open()
         self._detached = True
@@ -395,66 +200,34 @@ class SlurmSession:
         """Take over the jobs an earlier session left uncollected; return a future for each.
 
         ``session_id`` is that session's :attr:`id`; without it, every earlier session on the same login
-        node and work directory that left jobs behind (it detached, crashed, or its process was killed).
-        The jobs are then followed and collected like this session's own. A job whose submission was cut
-        short is looked up, never submitted again: if it never reached sbatch, its future fails with
-        :class:`SubmissionError`. Do not reattach to a session that is still running elsewhere.
+        node and work directory that left jobs behind and is no longer open (it detached, crashed, or
+        its process was killed); sessions still open, in this process or another, are skipped. The jobs
+        are then followed and collected like this session's own. A job whose submission was cut short
+        is looked up, never submitted again: if it never reached sbatch, its future fails with
+        :class:`SubmissionError`.
 
-        Raises :class:`ValueError` if the session used another work directory, or the journal is off.
+        Raises :class:`ValueError` if the session used another work directory, is still open, or the
+        journal is off.
         """
         self._require_open()
-        journal = self._journal
-        if journal is None:
+        if self._journal is None:
             raise ValueError("reattach() reads the journal, and this session was opened with journal=False.")
-        if session_id is None:
-            sessions = journal.sessions_with_uncollected_jobs(self.settings.host, self._layout.workdir)
-        else:
-            workdir = journal.workdir_of(session_id)
-            if workdir is None:
-                raise ValueError(f"The journal {journal.path} knows no session {session_id!r}.")
-            if workdir != self._layout.workdir:
-                raise ValueError(
-                    f"Session {session_id} kept its files in {workdir}, this one in {self._layout.workdir}: "
-                    f"open this session with remote_workdir={workdir!r} to reattach."
-                )
-            sessions = [session_id]
-        entries = journal.uncollected(sessions)
-        job_ids = await self._job_ids_of(entries)
-        futures: list[JobFuture[Any]] = []
-        for entry in entries:
-            job_id = job_ids.get(entry.token)
-            future: JobFuture[Any] = JobFuture(
+
+        def new_future(entry: JournalEntry, job_id: str | None) -> JobFuture[Any]:
+            self._jobs.collected[entry.token] = None
+            return JobFuture(
                 self, job_id=job_id or "(never submitted)", token=entry.token, source_file=entry.source_file
             )
-            futures.append(future)
-            self._collected[entry.token] = None
-            if job_id is None:
-                self._poller.resolve(
-                    future,
-                    exc=SubmissionError(
-                        "This job was never submitted: the process that was submitting it stopped before "
-                        "sbatch ran. Submit it again."
-                    ),
-                    state=JobState.UNKNOWN,
-                )
-            else:
-                self._poller.track(future)
-        journal.adopt(e.token for e in entries)
-        if futures:
-            logger.info("reattached %d job(s) of %d earlier session(s)", len(futures), len(sessions))
-        return futures
 
-    async def _job_ids_of(self, entries: Sequence[Any]) -> dict[str, str]:
-        """Job ids by token; for jobs whose batch may not have run, the batch's fence tells."""
-        ids = {e.token: e.job_id for e in entries if e.job_id is not None}
-        for fence in dict.fromkeys(e.fence for e in entries if e.job_id is None):
-            replies, _ = await self._submitter.recover(fence)
-            for entry in (e for e in entries if e.fence == fence):
-                job_token, _, index = entry.token.partition(".")
-                reply = (replies or {}).get(job_token)
-                if reply is not None and reply.job_id is not None:
-                    ids[entry.token] = f"{reply.job_id}_{index}" if index else reply.job_id
-        return ids
+        return await reattach(
+            self._journal,
+            session_id,
+            host=self.settings.host,
+            workdir=self._layout.workdir,
+            poller=self._poller,
+            submitter=self._submitter,
+            new_future=new_future,
+        )
 
     # ------------------------------------------------------------------------------- submission
     async def submit(
@@ -469,7 +242,8 @@ class SlurmSession:
 
         Raises :class:`PayloadError` if the function or an argument cannot be pickled, and
         :class:`SubmissionError` with sbatch's own message if sbatch refuses the job; nothing is
-        submitted in either case. Concurrent calls are sent to the login node together.
+        submitted in either case. Concurrent calls are sent to the login node together. A call still
+        queued when the session ends raises :class:`SessionClosedError`.
         """
         self._require_open()
         if isinstance(args, (str, bytes, bytearray)) or not isinstance(args, Iterable):
@@ -499,9 +273,15 @@ class SlurmSession:
         The calls become job arrays (one ``sbatch --array`` per MaxArraySize tasks, throttled by
         ``spec.array_parallelism``), with one packed argument file per array; each future resolves on its
         own. All iterables must have the same length (a :class:`ValueError` says so otherwise).
-        ``progress=True`` shows a progress bar (needs ``rich``) until every call has finished.
+        ``progress=True`` shows a progress bar (needs ``rich``: an :class:`ImportError` says so before
+        anything is submitted) until every call has finished.
+
+        A map is submitted whole or not at all: if sbatch refuses one of its arrays, the arrays it had
+        already accepted are cancelled, and the :class:`SubmissionError` says so.
         """
         self._require_open()
+        if progress:
+            require_rich()
         columns = [list(items) for items in iterables]
         if not columns:
             raise TypeError("map() needs at least one iterable of arguments")
@@ -519,10 +299,10 @@ class SlurmSession:
         ]
         # One unit for the submitter: the calls become job arrays, split at the cluster's MaxArraySize.
         await self._submitter.submit_all(requests)
+        futures: list[JobFuture[T]] = [r.future for r in requests if r.future is not None]
         refused = [r.error for r in requests if r.error is not None]
         if refused:
-            raise refused[0]
-        futures: list[JobFuture[T]] = [r.future for r in requests if r.future is not None]
+            raise await self._jobs.undo_map(futures, refused[0])
         if progress:
             self._tg.start_soon(
                 show_progress, futures, self._poller.progress_event, getattr(fn, "__name__", "map")
@@ -564,42 +344,7 @@ class SlurmSession:
 
     def _render(self, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None) -> str:
         """The batch script of job ``token``: one call, or an array whose task ``i`` is call ``i``."""
-        layout = self._layout
-        python = _probe.python_command(spec.python or self._python)
-        runner = layout.runner(runner_digest())
-        # Array tasks share the job's files; the runner puts $SLURM_ARRAY_TASK_ID in place of {task}.
-        task = token if array is None else f"{token}.{{task}}"
-        result = layout.result(task)
-        run_argv = [
-            *python,
-            runner,
-            "run",
-            layout.function(blob.digest),
-            layout.arguments(token),
-            result,
-            "--expect-python",
-            _LOCAL_PYTHON,
-            "--expect-cloudpickle",
-            _LOCAL_CLOUDPICKLE.split(".")[0],
-        ]
-        if array is not None:
-            run_argv.append("--packed")
-        epilogue: list[list[str]] = []
-        if spec.use_srun:
-            run_argv += ["--rank-dir", layout.rank_dir(task)]
-            epilogue.append([*python, runner, "gather", result, "--rank-dir", layout.rank_dir(task)])
-        name = re.sub(r"[^A-Za-z0-9_.-]", "_", blob.name.rsplit(".", 1)[-1])[:40]
-        output = token if array is None else f"{token}.%a"  # Slurm's own placeholder for the task id
-        directives: dict[str, str] = {
-            "job-name": spec.job_name or f"{name}-{token}",
-            "comment": token,
-            "output": layout.stdout(output),
-            "error": layout.stderr(output),
-        }
-        if array is not None:
-            throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
-            directives["array"] = f"0-{array.size - 1}{throttle}"
-        return render_script(spec, run_argv=run_argv, directives=directives, epilogue=epilogue)
+        return render_job_script(self._layout, self._python, spec, blob, token, array)
 
     def _on_submitted(self, request: SubmitRequest) -> None:
         assert request.job_id is not None
@@ -608,53 +353,11 @@ class SlurmSession:
         )
         request.future = future
         self._poller.track(future)
-        self._collected[request.token] = None
+        self._jobs.collected[request.token] = None
 
     # ------------------------------------------------------------------------------- jobs
     async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
-        live = [f for f in futures if not f.done()]
-        if not live:
-            return
-        # The ids travel on stdin: a big map's tasks would not fit on one command line, and xargs splits
-        # them over as few scancel calls as the login node's argument limit allows.
-        ids = scancel_argv([f.job_id for f in live])[1:]
-        step = self._budget.burst if self._budget is not None else len(ids)
-        with anyio.CancelScope(shield=True):
-            for start in range(0, len(ids), step):
-                if self._budget is not None:
-                    await self._budget.acquire(len(ids[start : start + step]))
-                result = await retry_lost(
-                    functools.partial(
-                        self._pool.script,
-                        f"{self._slurm_setup}xargs scancel",
-                        data="\n".join(ids[start : start + step]),
-                        what="scancel",
-                    ),
-                    deadline=self._reconnect_deadline,
-                    what="cancelling jobs",
-                )
-                if not result.ok:
-                    raise SubmissionError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
-        logger.info("cancelled %d job(s)", len(live))
-        self._poller.request_status()
-
-    async def _cancel_live(self, why: str) -> None:
-        live = self._poller.live()
-        if not live:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(60):
-            try:
-                await self._cancel_jobs(live)
-            except Exception as exc:  # the jobs are reported as cancelled below either way
-                logger.warning("could not cancel %d job(s): %s", len(live), exc)
-        for future in live:
-            self._poller.resolve(
-                future,
-                exc=JobCancelled(
-                    f"Job {future.job_id} was cancelled: {why}.", job_id=future.job_id, state="CANCELLED"
-                ),
-                state=JobState.CANCELLED,
-            )
+        await self._jobs.cancel(futures)
 
     async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
         self._require_open(allow_closing=True)
@@ -685,52 +388,7 @@ class SlurmSession:
                 f"release() takes finished jobs only; still running: {', '.join(unfinished[:5])}. "
                 "Await them (or cancel them) first."
             )
-        if self._cleanup:
-            self._releasing.update(f.token for f in futures if f.token in self._collected)
-            self._release_wakeup.set()
-
-    async def _remove_released(self) -> None:
-        """Remove released jobs' files in batches: wait a moment after the first, so more come along."""
-        while True:
-            await self._release_wakeup.wait()
-            await anyio.sleep(1.0)
-            self._release_wakeup = anyio.Event()
-            tokens, self._releasing = self._releasing, set()
-            with anyio.CancelScope(shield=True):  # they are no longer listed for the session's end
-                await self._remove_files(tokens)
-
-    async def _remove_collected(self) -> None:
-        live = {f.token for f in self._poller.live()}
-        await self._remove_files([t for t in self._collected if t not in live])
-
-    async def _remove_files(self, done: Collection[str]) -> None:
-        """Remove the remote files of the finished jobs ``done`` (tokens)."""
-        if not done:
-            return
-        live = {f.token for f in self._poller.live()}
-        for token in done:
-            self._collected.pop(token, None)
-        # A job's own files, and the files an array's tasks share once none of its tasks is live.
-        names = [f"{token}{suffix}" for token in done for suffix in (".out", ".err", ".ranks")]
-        live_jobs = {_job_token(t) for t in live}
-        names += [
-            f"{job}{suffix}"
-            for job in {_job_token(t) for t in done} - live_jobs
-            for suffix in (".args.pkl", ".sh")
-        ]
-        # And the fences of answered submission batches, which no recovery will ask about any more.
-        fences, self._submitter.finished_fences = self._submitter.finished_fences, []
-        names += [posixpath.basename(fence) for fence in fences]
-        with anyio.move_on_after(60):
-            try:
-                # One name per line: the names are the session's own tokens, without newlines.
-                await self._pool.script(
-                    f"cd {shlex.quote(self._layout.jobs_dir)} && xargs rm -rf --",
-                    data="\n".join(names),
-                    what="removing finished jobs' files",
-                )
-            except Exception as exc:
-                logger.warning("could not remove the remote files of %d job(s): %s", len(done), exc)
+        self._jobs.release(futures)
 
     def _require_open(self, *, allow_closing: bool = False) -> None:
         if self._state == "open" or (allow_closing and self._state == "closing"):
@@ -740,18 +398,3 @@ class SlurmSession:
                 "The session is not open yet: use it inside `async with SlurmSession(...)`."
             )
         raise SessionClosedError("The session is closed: submit and read jobs inside its `async with` block.")
-
-
-def _checked_interval(interval: Any) -> tuple[float, float]:
-    """``status_interval`` as two floats, or a :class:`ValueError` that says what it must be."""
-    numbers = (
-        isinstance(interval, (tuple, list))
-        and len(interval) == 2
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in interval)
-    )
-    if not numbers or not (0 < interval[0] <= interval[1] < math.inf):
-        raise ValueError(
-            "status_interval must be two positive numbers of seconds, shortest first, e.g. (2.0, 30.0); "
-            f"got {interval!r}"
-        )
-    return float(interval[0]), float(interval[1])

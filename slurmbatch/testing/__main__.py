@@ -17,7 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slurmbatch.testing", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument(
-        "--state-dir", default=str(DEFAULT_STATE_DIR), help="where the cluster keeps its files"
+        "--state-dir",
+        default=None,
+        help=f"where the cluster keeps its files (default {DEFAULT_STATE_DIR}, with -24.11 for that release)",
+    )
+    parser.add_argument(
+        "--slurm",
+        choices=["22.05", "24.11"],
+        default="22.05",
+        help="Slurm release: 22.05 is the host's own; 24.11 runs in a Debian trixie root (default 22.05)",
     )
     parser.add_argument("--nodes", type=int, default=2, help="simulated nodes (default 2)")
     parser.add_argument("--cpus", type=int, default=16, help="CPUs each node advertises (default 16)")
@@ -36,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         max_startups=args.max_startups,
         max_array_size=args.max_array_size,
         slurmdbd=args.slurmdbd,
+        slurm=args.slurm,
     )
-    cluster = LocalCluster(args.state_dir, options)
+    state_dir = args.state_dir or (
+        DEFAULT_STATE_DIR
+        if args.slurm == "22.05"
+        else DEFAULT_STATE_DIR.with_name(f"{DEFAULT_STATE_DIR.name}-{args.slurm}")
+    )
+    cluster = LocalCluster(state_dir, options)
     try:
         if args.command == "up":
             started = time.monotonic()

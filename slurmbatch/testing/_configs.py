@@ -26,6 +26,9 @@ class ClusterOptions:
     #: Kill jobs that use more memory than they asked for (RSS sampled every second from /proc, since
     #: containers have no usable cgroups): such jobs end OUT_OF_MEMORY.
     enforce_memory: bool = False
+    #: The Slurm release: ``"22.05"`` is the host's own (Debian bookworm), ``"24.11"`` runs in a Debian
+    #: trixie root of its own (with OpenSSH 10.0 and Python 3.13; see `_root`).
+    slurm: str = attrs.field(default="22.05", validator=attrs.validators.in_(("22.05", "24.11")))
 
 
 def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str) -> str:
@@ -107,6 +110,10 @@ def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str)
 # MariaDB listens on 127.0.0.1 only and holds nothing but this test cluster's accounting.
 MARIADB_USER = "slurm"
 MARIADB_PASSWORD = "slurmbatch-local"
+
+
+#: 24.11's slurmd refuses to start without a cgroup filesystem unless cgroups are turned off.
+CGROUP_CONF = "CgroupPlugin=disabled\n"
 
 
 def slurmdbd_conf(layout: ClusterLayout) -> str:

@@ -6,11 +6,13 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
 from ._layout import ClusterLayout
 from ._processes import ClusterError, run, succeeds
+from ._root import Root
 
 BASE_PACKAGES = {
     "slurmctld": "slurm-wlm",
@@ -112,21 +114,30 @@ def job_python(layout: ClusterLayout) -> str:
     return str(layout.job_env / "bin" / "python")
 
 
-def ensure_job_env(layout: ClusterLayout) -> str:
-    """Create the job side's venv once; keep its cloudpickle at the client's version (same major)."""
+def ensure_job_env(layout: ClusterLayout, *, root: Root | None = None) -> str:
+    """Create the job side's venv once; keep its cloudpickle at the client's version (same major).
+
+    With ``root``, the venv is made by the root's own Python (jobs run inside it), from a wheel fetched
+    here: the root has no pip configuration of its own.
+    """
     python = job_python(layout)
     wanted = version("cloudpickle")
     check = f"import cloudpickle, sys; sys.exit(cloudpickle.__version__ != {wanted!r})"
-    if Path(python).exists() and succeeds([python, "-c", check]):
+
+    def inside(argv: list[str]) -> list[str]:
+        return argv if root is None else root.argv(argv)
+
+    if Path(python).exists() and succeeds(inside([python, "-c", check])):
         return python
     if not Path(python).exists():
-        run([JOB_PYTHON, "-m", "venv", str(layout.job_env)], timeout=300)
-    done = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"cloudpickle=={wanted}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+        run(inside([JOB_PYTHON, "-m", "venv", str(layout.job_env)]), timeout=300)
+    install = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f"cloudpickle=={wanted}"]
+    if root is not None:
+        wheels = layout.state_dir / "wheels"
+        fetch = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(wheels)]
+        run([*fetch, f"cloudpickle=={wanted}"], timeout=600)
+        install = inside([*install, "--no-index", "--find-links", str(wheels)])
+    done = subprocess.run(install, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise ClusterError(
             f"Installing cloudpickle {wanted} for the job side ({python}) failed; PyPI must be reachable.\n"

@@ -80,7 +80,9 @@ class LoginNodes:
     def start(self, state: dict[str, Any], *, port: int, variant: SshdVariant) -> Daemon:
         """Write the config of an sshd on ``port``, start it and wait until the job user can log in."""
         layout = self.store.layout(state)
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        # sshd's privilege-separation directory, on the host or in the cluster's root.
+        run_sshd = Path("/run/sshd") if self.store.root is None else self.store.root.inside("/run/sshd")
+        run_sshd.mkdir(mode=0o755, parents=True, exist_ok=True)
         banner = None
         if variant.banner is not None:
             banner = layout.sshd_banner(port)

@@ -173,18 +173,26 @@ class Root:
                 return int(fields[2]), int(fields[3])
         raise ClusterError(f"the {self.release.suite} root has no user {name!r}")
 
-    def add_user(self, entry: str, group: str, shadow: str) -> None:
-        """Add a host user (its passwd, group and shadow lines) to the root, once."""
-        name = entry.split(":", 1)[0]
-        for file, line in (("passwd", entry), ("group", group), ("shadow", shadow)):
-            path = self.path / "etc" / file
-            lines = path.read_text().splitlines()
-            kept = [existing for existing in lines if existing.split(":", 1)[0] != name]
-            path.write_text("\n".join([*kept, line]) + "\n")
+    def add_host_user(self, name: str) -> None:
+        """Give the root the host user ``name`` with the host's ids, home and shell (as the same person).
+
+        Its primary group comes along; the password field stays ``*`` (key logins only).
+        """
+        entry = _line("/etc/passwd", name)
+        group_name = _group_name(int(entry.split(":")[3]))
+        self._set_line("passwd", entry)
+        self._set_line("group", _line("/etc/group", group_name))
+        self._set_line("shadow", f"{name}:*:19000:0:99999:7:::")
+
+    def _set_line(self, file: str, line: str) -> None:
+        name = line.split(":", 1)[0]
+        path = self.path / "etc" / file
+        kept = [existing for existing in path.read_text().splitlines() if existing.split(":", 1)[0] != name]
+        path.write_text("\n".join([*kept, line]) + "\n")
 
     def argv(self, argv: list[str], *, user: str | None = None) -> list[str]:
-        """``argv`` run inside the root, as ``user`` (a name of the root's) if given."""
-        return ["chroot", *([f"--userspec={user}:{user}"] if user else []), str(self.path), *argv]
+        """``argv`` run inside the root, as ``user`` (``uid:gid``) if given."""
+        return ["chroot", *([f"--userspec={user}"] if user else []), str(self.path), *argv]
 
     def processes(self) -> list[int]:
         """Pids of processes whose root directory is this root: what must stop before unmounting."""
@@ -198,6 +206,21 @@ class Root:
             except OSError:
                 continue
         return pids
+
+
+def _line(file: str, name: str) -> str:
+    for line in Path(file).read_text().splitlines():
+        if line.split(":", 1)[0] == name:
+            return line
+    raise ClusterError(f"{file} has no entry {name!r}")
+
+
+def _group_name(gid: int) -> str:
+    for line in Path("/etc/group").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 2 and fields[2] == str(gid):
+            return fields[0]
+    raise ClusterError(f"/etc/group has no group {gid}")
 
 
 def _is_mount(path: Path) -> bool:

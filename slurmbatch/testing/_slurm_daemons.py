@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import secrets
 import subprocess
 from typing import Any
@@ -19,16 +18,16 @@ __all__ = ["nodes_idle", "register_accounting_user", "start_accounting", "start_
 def start_munge(store: StateFile, state: dict[str, Any]) -> None:
     """Start munged as the munge user, with its key and socket in the state directory."""
     layout = store.layout(state)
-    munge = pwd.getpwnam("munge")
+    uid, gid = store.ids("munge")
     for sub, mode in (("", 0o755), ("etc", 0o700), ("run", 0o755), ("log", 0o700), ("lib", 0o700)):
         path = layout.munge_dir / sub
         path.mkdir(mode=mode, parents=True, exist_ok=True)
         path.chmod(mode)
-        os.chown(path, munge.pw_uid, munge.pw_gid)
+        os.chown(path, uid, gid)
     if not layout.munge_key.exists():
         layout.munge_key.write_bytes(secrets.token_bytes(1024))
     layout.munge_key.chmod(0o400)
-    os.chown(layout.munge_key, munge.pw_uid, munge.pw_gid)
+    os.chown(layout.munge_key, uid, gid)
     log = layout.munge_dir / "log" / "munged.log"
     store.launch(
         state,
@@ -47,7 +46,7 @@ def start_munge(store: StateFile, state: dict[str, Any]) -> None:
     wait_until(
         lambda: (
             layout.munge_socket.exists()
-            and succeeds(["munge", "-n", "-S", str(layout.munge_socket)], timeout=5)
+            and succeeds(store.command(["munge", "-n", "-S", str(layout.munge_socket)]), timeout=5)
         ),
         timeout=30,
         what="munged answering on its socket",
@@ -136,7 +135,7 @@ def start_slurm(store: StateFile, state: dict[str, Any]) -> None:
     conf = str(layout.slurm_conf)
     store.launch(state, "slurmctld", ["/usr/sbin/slurmctld", "-D", "-i", "-f", conf])
     wait_until(
-        lambda: succeeds(["scontrol", "ping"], env=env, timeout=5),
+        lambda: succeeds(store.command(["scontrol", "ping"]), env=env, timeout=5),
         timeout=60,
         what="slurmctld answering `scontrol ping`",
         log=layout.log_dir / "slurmctld.log",
@@ -156,7 +155,7 @@ def nodes_idle(store: StateFile, layout: ClusterLayout) -> bool:
     """Whether sinfo reports every simulated node usable."""
     try:
         out = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%N %t"],
+            store.command(["sinfo", "-h", "-N", "-o", "%N %t"]),
             capture_output=True,
             text=True,
             env=store.env(layout),

@@ -11,6 +11,7 @@ import attrs
 
 from ._layout import ClusterLayout, ClusterPorts
 from ._processes import ClusterError, Daemon, spawn
+from ._root import Root
 
 __all__ = ["MARKER", "StateFile"]
 
@@ -20,9 +21,27 @@ MARKER = "SLURMBATCH_LOCAL_CLUSTER"
 
 @attrs.frozen
 class StateFile:
-    """``cluster.json`` in ``state_dir``: read and written whole, replaced atomically."""
+    """``cluster.json`` in ``state_dir``: read and written whole, replaced atomically.
+
+    ``root`` is the Debian root the cluster's daemons and Slurm commands run in, for a Slurm release other
+    than the host's; None runs them on the host.
+    """
 
     state_dir: Path
+    root: Root | None = None
+
+    def command(self, argv: list[str]) -> list[str]:
+        """``argv`` (a Slurm or munge command) as it runs against this cluster: inside its root, if any."""
+        return argv if self.root is None else self.root.argv(argv)
+
+    def ids(self, name: str) -> tuple[int, int]:
+        """uid and gid of ``name`` as the cluster's daemons see it (the root's own ids, if any)."""
+        if self.root is not None:
+            return self.root.ids(name)
+        import pwd
+
+        entry = pwd.getpwnam(name)
+        return entry.pw_uid, entry.pw_gid
 
     @property
     def path(self) -> Path:
@@ -65,7 +84,18 @@ class StateFile:
     def launch(self, state: dict[str, Any], name: str, argv: list[str], *, user: str | None = None) -> Daemon:
         """Start a daemon and record it (and how it was started, for restarts) in the state file."""
         layout = self.layout(state)
-        daemon = spawn(name, argv, log=layout.log_dir / f"{name}.out", env=self.env(layout), user=user)
+        if self.root is None:
+            daemon = spawn(name, argv, log=layout.log_dir / f"{name}.out", env=self.env(layout), user=user)
+        else:
+            uid, gid = self.root.ids(user) if user else (0, 0)
+            started = spawn(
+                name,
+                self.root.argv(argv, user=f"{uid}:{gid}" if user else None),
+                log=layout.log_dir / f"{name}.out",
+                env=self.env(layout),
+            )
+            # chroot execs the daemon: the pid is the daemon's, its executable the root's copy.
+            daemon = Daemon(name=name, pid=started.pid, exe=str(self.root.inside(argv[0])))
         state["daemons"].append(attrs.asdict(daemon))
         state["launch"][name] = {"argv": argv, "user": user}
         self.save(state)

@@ -20,9 +20,9 @@ from typing import Any
 
 import attrs
 
-from . import _install
+from . import _install, _root
 from ._cluster_settings import ClusterSettings
-from ._configs import ClusterOptions, slurm_conf, slurmdbd_conf
+from ._configs import CGROUP_CONF, ClusterOptions, slurm_conf, slurmdbd_conf
 from ._layout import ClusterLayout, ClusterPorts
 from ._login_nodes import SSH_ALIAS, JumpHosts, LoginNodes
 from ._processes import ClusterError, kill_all, log_tail, processes_marked, stop
@@ -68,7 +68,9 @@ class LocalCluster:
         self.state_dir = Path(state_dir) if state_dir is not None else DEFAULT_STATE_DIR
         self.options = options or ClusterOptions()
         self.user = user
-        self._store = StateFile(self.state_dir)
+        chroot_release = _root.release(self.options.slurm)
+        root = None if chroot_release is None else _root.Root.in_state_dir(self.state_dir, chroot_release)
+        self._store = StateFile(self.state_dir, root)
         self._logins = LoginNodes(self._store, user)
 
     # ----------------------------------------------------------------------------------------- up
@@ -118,7 +120,17 @@ class LocalCluster:
         shutil.rmtree(self.state_dir / "slurmd", ignore_errors=True)
         user = _install.ensure_job_user(self.user)
         _install.ensure_keys(layout, user=user)
-        python = _install.ensure_job_env(layout)
+        root = self._store.root
+        if root is not None:
+            if self.options.slurmdbd:
+                raise ClusterError(
+                    f"slurmdbd is not offered for Slurm {self.options.slurm}: its root has no MariaDB. "
+                    "Run that release without --slurmdbd (sacct then reads the job completion records)."
+                )
+            root.unpack()
+            root.mount()
+            root.add_host_user(self.user)
+        python = _install.ensure_job_env(layout, root=root)
         self._write_configs(layout, user)
         state: dict[str, Any] = {
             "options": attrs.asdict(self.options),
@@ -144,6 +156,8 @@ class LocalCluster:
     def _write_configs(self, layout: ClusterLayout, user: Any) -> None:
         layout.slurm_conf.write_text(slurm_conf(layout, self.options, hostname=_hostname()))
         layout.slurm_conf.chmod(0o644)
+        if self._store.root is not None:
+            (layout.etc_dir / "cgroup.conf").write_text(CGROUP_CONF)
         jobcomp = layout.jobcomp_file
         jobcomp.touch()
         # sacct -c opens the job completion file for appending, so the job user must own it.
@@ -256,7 +270,7 @@ class LocalCluster:
             layout = self._store.layout(state)
             for user in [self.user, *state.get("login_users", [])]:
                 subprocess.run(
-                    ["scancel", "--user", user],
+                    self._store.command(["scancel", "--user", user]),
                     env=self._store.env(layout),
                     capture_output=True,
                     timeout=30,
@@ -279,6 +293,10 @@ class LocalCluster:
                 break
             kill_all(leftover)
             time.sleep(0.1)
+        if self._store.root is not None:
+            # Whatever still runs inside the root (a job's stray child) would keep its mounts busy.
+            kill_all(self._store.root.processes())
+            self._store.root.unmount()
         state["daemons"] = []
         state["extra_sshd"] = {}
         state.pop("login_sshd", None)

@@ -71,16 +71,20 @@ class ExecFileSession:
             raise FileNotFoundError(errno.ENOENT, f"cannot read {path}: no such file", path)
         return data
 
-    async def get_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
-        """Return the contents of several files, read in one command; ``None`` for each missing file."""
+    async def get_many(self, paths: Iterable[str], *, tail: int | None = None) -> dict[str, bytes | None]:
+        """Return the contents of several files, read in one command; ``None`` for each missing file.
+
+        ``tail``: only the last ``tail`` bytes of each file (``tail -c``, which seeks to them).
+        """
         wanted = list(dict.fromkeys(paths))
         if not wanted:
             return {}
         lines = []
         for index, path in enumerate(wanted):
             quoted = shlex.quote(path)
+            read = f"base64 < {quoted}" if tail is None else f"tail -c {int(tail)} < {quoted} | base64"
             lines.append(
-                f"if [ -f {quoted} ] && [ -r {quoted} ]; then echo '{_FILE} {index}'; base64 < {quoted}; "
+                f"if [ -f {quoted} ] && [ -r {quoted} ]; then echo '{_FILE} {index}'; {read}; "
                 f"else echo '{_MISSING} {index}'; fi"
             )
         result = await self._checked("\n".join(lines), "read", wanted[0])

@@ -69,9 +69,13 @@ class SFTPClient:
         """
         return await self._bridge.call(self._remote.read, path)
 
-    async def get_many(self, paths: Iterable[str]) -> dict[str, bytes | None]:
-        """Return the contents of several files, read concurrently; ``None`` for each missing file."""
-        return await self._bridge.call(self._remote.read_many, list(dict.fromkeys(paths)))
+    async def get_many(self, paths: Iterable[str], *, tail: int | None = None) -> dict[str, bytes | None]:
+        """Return the contents of several files, read concurrently; ``None`` for each missing file.
+
+        ``tail``: only the last ``tail`` bytes of each file, read from that offset (a huge log costs no
+        more than its end).
+        """
+        return await self._bridge.call(self._remote.read_many, list(dict.fromkeys(paths)), tail)
 
     async def listdir(self, path: str) -> list[str]:
         """Return the sorted names in the remote directory ``path``, without ``.`` and ``..``."""
@@ -156,20 +160,24 @@ class _RemoteFiles:
                 for path, data in files.items():
                     group.start_soon(write_one, path, data)
 
-    async def read(self, path: str) -> bytes:
+    async def read(self, path: str, tail: int | None = None) -> bytes:
         with self._translated("read", path):
             async with self._session.open(path, "rb", encoding=None) as file:
-                data = await file.read()
+                if tail is None:
+                    data = await file.read()
+                else:
+                    size = (await file.stat()).size or 0
+                    data = await file.read(min(tail, size), max(0, size - tail))
         return cast(bytes, data)  # asyncssh types it as str, but encoding=None returns bytes
 
-    async def read_many(self, paths: list[str]) -> dict[str, bytes | None]:
+    async def read_many(self, paths: list[str], tail: int | None = None) -> dict[str, bytes | None]:
         limit = anyio.CapacityLimiter(MAX_FILES_IN_FLIGHT)
         found: dict[str, bytes | None] = dict.fromkeys(paths)
 
         async def read_one(path: str) -> None:
             async with limit:
                 with suppress(FileNotFoundError):
-                    found[path] = await self.read(path)
+                    found[path] = await self.read(path, tail)
 
         with _first_error():
             async with anyio.create_task_group() as group:

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from slurmbatch import SlurmSession
+from slurmbatch import SlurmExecutor, SlurmSession
 from slurmbatch.testing import ClusterSettings
 
 from .conftest import session_options
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.cluster
 
 README = Path(__file__).parents[2] / "README.md"
 PLACEHOLDER = 'SlurmSession("login.cluster.org", user="me")'
+EXECUTOR_PLACEHOLDER = 'SlurmExecutor("login.cluster.org", user="me", spec=spec)'
 
 
 def python_blocks() -> list[str]:
@@ -29,15 +30,23 @@ def python_blocks() -> list[str]:
 
 def test_readme_examples_run(slurm_cluster: ClusterSettings, capsys: pytest.CaptureFixture[str]) -> None:
     blocks = python_blocks()
-    assert len(blocks) >= 3 and PLACEHOLDER in blocks[0]
+    # The sync API comes first, then the async one.
+    assert len(blocks) >= 4 and EXECUTOR_PLACEHOLDER in blocks[0] and PLACEHOLDER in blocks[2]
     options = session_options(slurm_cluster)
     namespace: dict[str, Any] = {"__name__": "readme_examples", "_options": options}
     for block in blocks:
-        code = block.replace(PLACEHOLDER, 'SlurmSession("127.0.0.1", **_options)')
-        exec(compile(code, str(README), "exec"), namespace)  # the first block runs anyio.run(main)
+        code = block.replace(PLACEHOLDER, 'SlurmSession("127.0.0.1", **_options)').replace(
+            EXECUTOR_PLACEHOLDER, 'SlurmExecutor("127.0.0.1", spec=spec, **_options)'
+        )
+        exec(compile(code, str(README), "exec"), namespace)  # the third block runs anyio.run(main)
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split()[1] == "5.0"
-    assert printed[1] == str([(x * x + x * x) ** 0.5 for x in range(10)])
+    squares = str([(x * x + x * x) ** 0.5 for x in range(10)])
+    assert printed[:2] == ["5.0", squares]  # the executor's block
+    assert printed[2].split()[1] == "5.0"
+    assert printed[3] == squares
+
+    with SlurmExecutor("127.0.0.1", **options) as executor:
+        assert namespace["first_finished"](executor) in (1.0, 2.0, 3.0)
 
     async def later_examples() -> None:
         async with SlurmSession("127.0.0.1", **options) as session:

@@ -30,8 +30,8 @@ from slurmbatch import (
     PayloadError,
     SlurmSession,
 )
-from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
-from slurmbatch.testing.pytest_plugin import TEST_STATE_ROOT
+from slurmbatch.testing import ClusterSettings, LocalCluster
+from slurmbatch.testing.pytest_plugin import extra_cluster
 
 from .conftest import login_shell, session_options
 from .fault_table import ROWS, FaultRow
@@ -74,9 +74,7 @@ def hog_memory(megabytes: int) -> int:
 @pytest.fixture(scope="module")
 def memory_cluster() -> Iterator[ClusterSettings]:
     """A one-node cluster that kills jobs using more memory than they asked for."""
-    cluster = LocalCluster(
-        TEST_STATE_ROOT / "test-cluster-memory", ClusterOptions(nodes=1, enforce_memory=True, min_job_age=10)
-    )
+    cluster = extra_cluster("test-cluster-memory", nodes=1, enforce_memory=True, min_job_age=10)
     yield cluster.up()
     cluster.down()
 

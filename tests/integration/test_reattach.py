@@ -16,10 +16,10 @@ import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import SlurmSession, SubmissionError
+from slurmbatch import ConnectError, SlurmSession, SubmissionError
 from slurmbatch._journal import Journal
 from slurmbatch._remote_layout import new_token
-from slurmbatch.testing import ClusterSettings
+from slurmbatch.testing import ClusterSettings, LocalCluster
 
 from .conftest import session_options
 from .fault_table import ROWS, FaultRow
@@ -56,6 +56,22 @@ CLIENT = textwrap.dedent(
 
 def square(i: int) -> int:
     time.sleep(2)
+    return i * i
+
+
+async def listening(port: int) -> None:
+    """Wait until something accepts connections on ``port`` (a restarted sshd takes a moment)."""
+    with anyio.fail_after(30):
+        while True:
+            try:
+                await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                return
+            except OSError:
+                await anyio.sleep(0.1)
+
+
+def late_square(i: int) -> int:
+    time.sleep(10)
     return i * i
 
 
@@ -127,10 +143,11 @@ async def test_a_job_whose_batch_never_ran_is_reported_not_resubmitted(
     async with SlurmSession("127.0.0.1", **options) as session:
         layout = session._layout
     # What a process killed just before its submit command reached the login node leaves behind.
-    crashed = Journal(path, session="session-crashed", host="127.0.0.1", workdir=layout.workdir)
+    crashed = await Journal.open(path, session="session-crashed")
+    await crashed.register("127.0.0.1", layout.workdir)
     # A fence of its own per run: a recovery claims the fence it asks about, for good.
-    crashed.submitting([(new_token(), layout.fence(new_token()), None)])
-    crashed.close()
+    await crashed.submitting([(new_token(), layout.fence(new_token()), None)])
+    await crashed.close()
     async with SlurmSession("127.0.0.1", **options) as session:
         (future,) = await session.reattach("session-crashed")
         with pytest.raises(SubmissionError, match="never submitted"):
@@ -142,9 +159,55 @@ async def test_reattach_names_the_work_directory_it_needs(
     slurm_cluster: ClusterSettings, tmp_path: Path
 ) -> None:
     path = tmp_path / "journal.sqlite3"
-    Journal(path, session="session-elsewhere", host="127.0.0.1", workdir="/somewhere/else").close()
+    elsewhere = await Journal.open(path, session="session-elsewhere")
+    await elsewhere.register("127.0.0.1", "/somewhere/else")
+    await elsewhere.close()
     async with SlurmSession("127.0.0.1", **session_options(slurm_cluster, journal=path)) as session:
         with pytest.raises(ValueError, match=r"remote_workdir='/somewhere/else'"):
             await session.reattach("session-elsewhere")
         with pytest.raises(ValueError, match="knows no session"):
             await session.reattach("session-unknown")
+
+
+async def test_an_outage_past_the_deadline_loses_nothing_and_a_later_session_collects_the_jobs(
+    slurm_cluster: ClusterSettings, local_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    port = local_cluster.start_sshd()  # a login node of its own, that this test takes away and brings back
+    options = session_options(
+        slurm_cluster, port=port, reconnect_deadline=3, journal=tmp_path / "journal.sqlite3"
+    )
+    try:
+        async with SlurmSession("127.0.0.1", **options) as session:
+            futures = await session.map(late_square, range(3))
+            local_cluster.drop_ssh_connections(port)
+            local_cluster.stop_daemon(f"sshd-{port}")
+            for future in futures:
+                with (
+                    anyio.fail_after(60),
+                    pytest.raises(ConnectError, match="may still be running") as caught,
+                ):
+                    await future
+                assert f"reattach({session.id!r})" in str(caught.value)
+                assert "reconnect_deadline=3" in str(caught.value)
+    finally:
+        local_cluster.restart_daemon(f"sshd-{port}")
+    await listening(port)
+    async with SlurmSession("127.0.0.1", **options) as later:
+        # The journal kept them as not collected, and their remote files stayed.
+        again = await later.reattach(session.id)
+        assert sorted(f.job_id for f in again) == sorted(f.job_id for f in futures)
+        with anyio.fail_after(120):
+            assert sorted([await f for f in again]) == [0, 1, 4]
+
+
+async def test_reattach_leaves_the_jobs_of_a_session_still_open_alone(
+    slurm_cluster: ClusterSettings, tmp_path: Path
+) -> None:
+    options = session_options(slurm_cluster, journal=tmp_path / "journal.sqlite3")
+    async with SlurmSession("127.0.0.1", **options) as first, SlurmSession("127.0.0.1", **options) as second:
+        future = await first.submit(square, (3,))
+        # The first session is open and follows its job: nothing of it is adopted.
+        assert await second.reattach() == []
+        with pytest.raises(ValueError, match="still open"):
+            await second.reattach(first.id)
+        assert await future == 9

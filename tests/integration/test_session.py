@@ -257,7 +257,10 @@ async def test_detach_lets_jobs_outlive_the_block(
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         future = await session.submit(slow, (30,))
         assert session.detach() == [future.job_id]
-    assert not future.done()
+    # Awaited after the block, the future says the job was detached and how to collect it; no hang.
+    with anyio.fail_after(10), pytest.raises(SessionClosedError, match="detached") as caught:
+        await future
+    assert f"reattach({session.id!r})" in str(caught.value)
     state = login_shell(slurm_cluster, f"squeue -h -j {future.job_id} -o %T").strip()
     assert state in ("PENDING", "RUNNING")
     login_shell(slurm_cluster, f"scancel {future.job_id}")

@@ -12,9 +12,9 @@ import cloudpickle
 import pytest
 
 from slurmbatch import JobCancelled, JobSpec, RpcBudget, SlurmSession
-from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
+from slurmbatch.testing import ClusterSettings
 from slurmbatch.testing.logins import SshdLogMark
-from slurmbatch.testing.pytest_plugin import TEST_STATE_ROOT
+from slurmbatch.testing.pytest_plugin import extra_cluster
 
 from .conftest import login_shell, sdiag_count, session_options
 
@@ -48,9 +48,7 @@ def fresh_workdir(slurm_cluster: ClusterSettings) -> str:
 @pytest.fixture(scope="module")
 def small_array_cluster() -> Iterator[ClusterSettings]:
     """A one-node cluster whose MaxArraySize is tiny, to see maps split into several arrays."""
-    cluster = LocalCluster(
-        TEST_STATE_ROOT / "test-cluster-arrays", ClusterOptions(nodes=1, max_array_size=SMALL_ARRAYS)
-    )
+    cluster = extra_cluster("test-cluster-arrays", nodes=1, max_array_size=SMALL_ARRAYS)
     yield cluster.up()
     cluster.down()
 

@@ -80,6 +80,18 @@ BAD_SETTINGS: list[tuple[str, Callable[[], object], type[Exception], list[str]]]
         ["default_spec must be a JobSpec", "dict"],
     ),
     (
+        "cancel_timeout of zero",
+        lambda: session(cancel_timeout=0),
+        ValueError,
+        ["cancel_timeout must be a positive number of seconds", "not 0"],
+    ),
+    (
+        "cancel_timeout as a string",
+        lambda: session(cancel_timeout="60"),
+        ValueError,
+        ["cancel_timeout must be a positive number of seconds", "'60'"],
+    ),
+    (
         "JobSpec.python with an unclosed quote",
         lambda: JobSpec(python='"/opt/py/bin/python3 -u'),
         ValueError,

@@ -1,12 +1,13 @@
 """The session's first remote command: built, then parsed into facts or plain-words errors."""
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from slurmbatch import RemoteEnvironmentError
-from slurmbatch._probe import parse_probe, probe_command, python_check, python_command
+from slurmbatch._probe import parse_probe, probe_command, python_check, python_command, workdir_assignment
 
 
 def run_probe(tmp_path: Path, workdir: str, python: str | None) -> subprocess.CompletedProcess[str]:
@@ -85,3 +86,37 @@ def test_an_import_error_printed_before_the_version_still_names_cloudpickle() ->
         RemoteEnvironmentError, match=r"not importable .*\(ModuleNotFoundError: No module named"
     ):
         python_check(report, python="python3", local_python="3.11", local_cloudpickle="3.1.3")
+
+
+def _expanded(workdir: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the work directory's assignment lines under /bin/sh; print what $W became."""
+    script = "\n".join([*workdir_assignment(workdir), 'printf %s "$W"'])
+    return subprocess.run(
+        ["/bin/sh", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **env}
+    )
+
+
+@pytest.mark.parametrize(
+    ("workdir", "expected"),
+    [
+        ("$SCRATCH/sb", "/scratch/me/sb"),
+        ("${SCRATCH}/a b/c", "/scratch/me/a b/c"),
+        ("$SCRATCH", "/scratch/me"),
+        ("~root/sb", f"{os.path.expanduser('~root')}/sb"),
+        ("~/sb", "sb"),  # commands start in the home directory
+        ("/abs/$SCRATCH/x", "/abs/$SCRATCH/x"),  # only a leading variable is expanded
+        ("/tmp/it's", "/tmp/it's"),
+    ],
+)
+def test_workdir_forms_are_expanded_by_the_login_node_shell(workdir: str, expected: str) -> None:
+    done = _expanded(workdir, SCRATCH="/scratch/me")
+    assert (done.returncode, done.stdout) == (0, expected), done.stderr
+
+
+def test_an_unset_workdir_variable_or_unknown_user_stops_the_probe_plainly() -> None:
+    unset = _expanded("$SCRATCH/sb")
+    assert unset.returncode == 3 and "$SCRATCH, which is not set" in unset.stderr
+    nobody = _expanded("~no-such-user-sb/x")
+    assert nobody.returncode == 3 and "knows no user no-such-user-sb" in nobody.stderr
+    with pytest.raises(RemoteEnvironmentError, match=r"\$SCRATCH, which is not set"):
+        parse_probe(unset.returncode, unset.stdout, unset.stderr, workdir="$SCRATCH/sb")

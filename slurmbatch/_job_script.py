@@ -1,0 +1,61 @@
+"""The batch script of one job: a single call, or an array whose task ``i`` runs call ``i``. Pure."""
+
+from __future__ import annotations
+
+import re
+import sys
+from importlib.metadata import version
+
+from . import _probe
+from ._remote_layout import RemoteLayout
+from ._submitter import ArrayShape
+from .payload import FunctionBlob, runner_digest
+from .slurm.script import render_script
+from .spec import JobSpec
+
+__all__ = ["LOCAL_CLOUDPICKLE", "LOCAL_PYTHON", "render_job_script"]
+
+#: This client's Python minor version and cloudpickle version: the job side must match them.
+LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+LOCAL_CLOUDPICKLE = version("cloudpickle")
+
+
+def render_job_script(
+    layout: RemoteLayout, python: str, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None
+) -> str:
+    """The batch script of job ``token`` (``python``: the session's interpreter, unless the spec names one)."""
+    interpreter = _probe.python_command(spec.python or python)
+    runner = layout.runner(runner_digest())
+    # Array tasks share the job's files; the runner puts $SLURM_ARRAY_TASK_ID in place of {task}.
+    task = token if array is None else f"{token}.{{task}}"
+    result = layout.result(task)
+    run_argv = [
+        *interpreter,
+        runner,
+        "run",
+        layout.function(blob.digest),
+        layout.arguments(token),
+        result,
+        "--expect-python",
+        LOCAL_PYTHON,
+        "--expect-cloudpickle",
+        LOCAL_CLOUDPICKLE.split(".")[0],
+    ]
+    if array is not None:
+        run_argv.append("--packed")
+    epilogue: list[list[str]] = []
+    if spec.use_srun:
+        run_argv += ["--rank-dir", layout.rank_dir(task)]
+        epilogue.append([*interpreter, runner, "gather", result, "--rank-dir", layout.rank_dir(task)])
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", blob.name.rsplit(".", 1)[-1])[:40]
+    output = token if array is None else f"{token}.%a"  # Slurm's own placeholder for the task id
+    directives: dict[str, str] = {
+        "job-name": spec.job_name or f"{name}-{token}",
+        "comment": token,
+        "output": layout.stdout(output),
+        "error": layout.stderr(output),
+    }
+    if array is not None:
+        throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
+        directives["array"] = f"0-{array.size - 1}{throttle}"
+    return render_script(spec, run_argv=run_argv, directives=directives, epilogue=epilogue)
