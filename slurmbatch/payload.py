@@ -2,12 +2,13 @@
 
 Functions and arguments are pickled with cloudpickle, so functions defined in ``__main__``, lambdas and
 closures travel by value; functions of importable modules travel by reference and their module must be
-importable on the cluster too. The outcome file (see :mod:`slurmbatch.remote.runner`) is a
+importable on the cluster too. The outcome file (see :mod:`slurmbatch.remote.outcome`) is a
 standard-library pickle of primitives, so it can be read even when its value or exception cannot.
 
 The calls of a job array travel in one file (:func:`pack_argument_table`), and large arguments travel
 by content (:class:`ArgumentStore`): each is pickled and uploaded once, and the calls that use it hold a
-reference to its digest. :mod:`slurmbatch.remote.runner`, which reads both, describes the formats.
+reference to its digest. :mod:`slurmbatch.remote.table` and :mod:`slurmbatch.remote.loading`, which
+read them, describe the formats.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.resources
 import io
 import itertools
 import pickle
@@ -31,12 +31,13 @@ import cloudpickle
 
 from ._errors import PayloadError, RemoteEnvironmentError, RemoteError
 from ._tracebacks import restore_source_lines
-from .remote.runner import (
+from .remote.bundle import runner_bundle
+from .remote.loading import BLOB_REFERENCE
+from .remote.table import (
     ARGUMENT_TABLE_HEADER,
     ARGUMENT_TABLE_MAGIC,
     ARGUMENT_TABLE_SLOT,
     ARGUMENT_TABLE_VERSION,
-    BLOB_REFERENCE,
 )
 
 __all__ = [
@@ -242,7 +243,7 @@ def pack_argument_table(calls: Sequence[bytes]) -> bytes:
 
     Each call file is a :attr:`PackedCall.data` or what :func:`pack_arguments` returns. Task ``i`` of the
     array runs ``calls[i]`` and reads only that entry of the file (``runner.py run ... --packed``; the
-    format is described in :mod:`slurmbatch.remote.runner`).
+    format is described in :mod:`slurmbatch.remote.table`).
     """
     count = len(calls)
     lengths = [len(call) for call in calls]
@@ -386,8 +387,8 @@ def unpack_outcome(data: bytes, *, job_id: str, source_file: str | None = None) 
 
 @functools.cache
 def runner_source() -> bytes:
-    """Return the bytes of the job-side program, :mod:`slurmbatch.remote.runner`."""
-    return importlib.resources.files("slurmbatch.remote").joinpath("runner.py").read_bytes()
+    """Return the bytes of the job-side program, built from :mod:`slurmbatch.remote` as one file."""
+    return runner_bundle().encode()
 
 
 @functools.cache

@@ -60,8 +60,6 @@ RELEASES: dict[str, ChrootRelease | None] = {
             "python3-venv",
             "tcsh",
             "procps",
-            "slurmdbd",
-            "mariadb-server",
         ),
     ),
 }

@@ -122,6 +122,13 @@ class LocalCluster:
         _install.ensure_keys(layout, user=user)
         root = self._store.root
         if root is not None:
+            if self.options.slurmdbd:
+                # Found on trixie: 24.11.5's slurmdbd stops at start against its MariaDB 11.8
+                # (_check_mysql_concat_is_sane: "select @var := concat('')" fails with error 5027).
+                raise ClusterError(
+                    f"slurmdbd is not offered for Slurm {self.options.slurm}: that root's slurmdbd cannot use "
+                    "its MariaDB. Run it without --slurmdbd: sacct then reads the job completion records."
+                )
             root.unpack()
             root.mount()
             root.add_host_user(self.user)

@@ -32,7 +32,7 @@ from slurmbatch.payload import (
     runner_source,
     unpack_outcome,
 )
-from slurmbatch.remote import runner
+from slurmbatch.remote.bundle import runner_bundle
 
 
 class Boom(Exception):
@@ -270,8 +270,8 @@ def test_value_that_cannot_be_unpickled_here_is_a_payload_error() -> None:
         unpack_outcome(data, job_id="3")
 
 
-def test_runner_source_is_the_runner_module_file() -> None:
-    source = Path(runner.__file__).read_bytes()
+def test_runner_source_is_the_bundle_of_the_runner_modules() -> None:
+    source = runner_bundle().encode()
 
     assert runner_source() == source
     assert runner_digest() == hashlib.sha256(source).hexdigest()
