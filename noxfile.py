@@ -63,7 +63,9 @@ def tests_slurm_24_11(session: nox.Session) -> None:
     """The core of the suite against a local Slurm 24.11 cluster (OpenSSH 10.0), on Python 3.13: the jobs
     run that root's Python 3.13, and pickles need the client's minor version."""
     _install(session, "dev,covalent")
-    _pytest(session, ROOT / ".nox" / "junit-24.11.xml", "--slurm", "24.11", *(session.posargs or RELEASE_TIER))
+    _pytest(
+        session, ROOT / ".nox" / "junit-24.11.xml", "--slurm", "24.11", *(session.posargs or RELEASE_TIER)
+    )
 
 
 @nox.session
