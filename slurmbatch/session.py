@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
+
 from . import _probe
 from ._errors import PayloadError, SessionClosedError
 from ._job_script import render_job_script
@@ -359,6 +361,9 @@ class SlurmSession(SessionLifecycle):
         request.future = future
         self._poller.track(future)
         self._jobs.collected[request.token] = None
+        if self.cluster_info.parsable_cluster is None:
+            # The first answer tells whether this site's sbatch --parsable names the cluster (123;name).
+            self.cluster_info = attrs.evolve(self.cluster_info, parsable_cluster=";" in request.job_id)
 
     # ------------------------------------------------------------------------------- jobs
     async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:

@@ -121,3 +121,27 @@ def test_an_untested_release_is_a_warning_not_a_failure(caplog: pytest.LogCaptur
     with caplog.at_level("WARNING", logger="slurmbatch"):
         info.warn_if_untested("login.example.org")
     assert "Slurm 25.05.1" in caplog.text and "22.05 and 24.11" in caplog.text
+
+
+def sbatch_errors(release: str) -> dict[str, tuple[int, str]]:
+    """name -> (exit status, what sbatch printed), from the recorded sbatch-errors.txt."""
+    blocks: dict[str, tuple[int, str]] = {}
+    for block in recorded(release, "sbatch-errors.txt").split("### ")[1:]:
+        head, _, text = block.partition("\n")
+        name, status = head.split(" exit=")
+        blocks[name] = (int(status), text.strip())
+    return blocks
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_sbatch_refusals_keep_sbatch_s_words_and_give_no_job_id(release: str) -> None:
+    from slurmbatch.slurm.batch import SbatchReply
+
+    for name, (status, text) in sbatch_errors(release).items():
+        reply = SbatchReply("sb-token", status, text)
+        if status == 0:
+            # 22.05 accepts more CPUs than a node has (the job then pends forever); 24.11 refuses it.
+            assert (release, name) == ("22.05", "too-many-cpus") and reply.job_id == text
+            continue
+        assert reply.job_id is None and not reply.maybe_submitted and not reply.controller_unreachable
+        assert "sbatch: error:" in reply.output, name
