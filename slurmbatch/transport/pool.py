@@ -29,20 +29,19 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TypeVar
 
 import anyio
 import asyncssh
-import attrs
 
-from slurmbatch._errors import ConnectError, IncompleteReply, SessionClosedError
+from slurmbatch._errors import IncompleteReply
 
-from ._backoff import refusal_pause
 from ._bridge import AsyncioBridge
-from ._channel import ChannelNotOpened, SFTPUnavailable, start_output_process, start_sftp, stop_process
+from ._channel import SFTPUnavailable, start_output_process, start_sftp, stop_process
+from ._channels import ChannelAccounting, Connection, _Failure
 from ._dialer import Dialer
 from ._exec import run_command
 from .exec_files import ExecFileSession
@@ -62,29 +61,7 @@ T = TypeVar("T")
 _CLOSE_TIMEOUT = 5.0  # seconds to wait for the server to confirm a close before giving up on it
 
 
-class _Connection:
-    """One pooled connection and how many of its channels are in use."""
-
-    __slots__ = ("channels", "ssh")
-
-    def __init__(self, ssh: asyncssh.SSHClientConnection) -> None:
-        self.ssh = ssh
-        self.channels = 0
-
-
-@attrs.frozen
-class _Failure:
-    """The last failed connection attempt, and the last request that arrived before it."""
-
-    error: ConnectError
-    ticket: int
-
-    def again(self) -> ConnectError:
-        """A fresh copy for another waiting request (an exception object is raised only once)."""
-        return ConnectError(str(self.error), host=self.error.host, cause=self.error.cause)
-
-
-class SSHPool:
+class SSHPool(ChannelAccounting):
     """A bounded pool of SSH connections to one login node, for asyncio and trio callers.
 
     Use it as an async context manager, or call `aclose` when done::
@@ -128,7 +105,7 @@ class SSHPool:
         self._slots = anyio.Semaphore(max_connections * max_channels)  # FIFO: requests queue fairly
         self._connect_lock = anyio.Lock()
         self._changed: anyio.Event | None = None
-        self._connections: list[_Connection] = []
+        self._connections: list[Connection] = []
         self._opening = 0
         self._closed = False
 
@@ -204,7 +181,7 @@ class SSHPool:
         """
         stdin = input.encode("utf-8") if isinstance(input, str) else input
 
-        async def run_on(connection: _Connection) -> CommandResult:
+        async def run_on(connection: Connection) -> CommandResult:
             with anyio.move_on_after(timeout) as scope:
                 return await self._bridge.call(
                     run_command, connection.ssh, command, stdin, target=self._dialer.target
@@ -279,7 +256,7 @@ class SSHPool:
             SessionClosedError: the pool is closed.
         """
 
-        async def start_on(connection: _Connection) -> asyncssh.SFTPClient:
+        async def start_on(connection: Connection) -> asyncssh.SFTPClient:
             return await self._bridge.call(start_sftp, connection.ssh, self._settings.connect_timeout)
 
         unavailable: SFTPUnavailable | None = None
@@ -372,7 +349,7 @@ class SSHPool:
     async def _stream(
         self, command: str, frame: ScriptFrame | None, stdin: bytes | None
     ) -> AsyncIterator[LineStream]:
-        async def start_on(connection: _Connection) -> asyncssh.SSHClientProcess[bytes]:
+        async def start_on(connection: Connection) -> asyncssh.SSHClientProcess[bytes]:
             return await self._bridge.call(start_output_process, connection.ssh, command, stdin)
 
         ticket = self._arrive()
@@ -422,125 +399,6 @@ class SSHPool:
             f"<SSHPool {self._dialer.target.address} connections={len(self._connections)}/{self._max_connections} "
             f"channels={self._channels_in_use()}/{self._max_connections * self._max_channels}>"
         )
-
-    # -- channels ---------------------------------------------------------------------------------------
-
-    async def _on_a_channel(
-        self, ticket: int, operation: Callable[[_Connection], Awaitable[T]]
-    ) -> tuple[_Connection, T]:
-        """Run ``operation`` with a channel of some connection, retrying while no channel opens.
-
-        On success the channel stays counted as in use; the caller releases it.
-        """
-        first_refusal_at: float | None = None
-        refusals = 0
-        while True:
-            connection = await self._claim(ticket)
-            try:
-                return connection, await operation(connection)
-            except ChannelNotOpened as error:
-                self._release(connection)
-                if not error.refused:
-                    self._discard(connection)
-                    continue
-                self._refusals += 1
-                refusals += 1
-                logger.debug("the server refused a channel (MaxSessions); retrying")
-                now = anyio.current_time()
-                first_refusal_at = now if first_refusal_at is None else first_refusal_at
-                if now - first_refusal_at > self._reconnect_deadline:
-                    raise ConnectError(
-                        f"{self._dialer.target.address} refused every channel for {self._reconnect_deadline:g} s "
-                        f"({refusals} attempts): its MaxSessions is lower than this pool can use, or 0. "
-                        "Lower max_channels.",
-                        host=self._settings.host,
-                        cause=error.cause,
-                    ) from error.cause
-                await anyio.sleep(refusal_pause(refusals))
-            except ConnectError as error:
-                self._release(connection)
-                if self._closed:
-                    raise SessionClosedError(
-                        "the SSH connection pool was closed while a command ran"
-                    ) from error
-                raise
-            except BaseException:
-                self._release(connection)
-                raise
-
-    async def _claim(self, ticket: int) -> _Connection:
-        """Take a channel on the least busy live connection, opening a connection if all are full."""
-        while True:
-            if self._closed:
-                raise SessionClosedError("the SSH connection pool is closed; open a new one")
-            for connection in [c for c in self._connections if c.ssh.is_closed()]:
-                self._discard(connection)
-            free = [c for c in self._connections if c.channels < self._max_channels]
-            if free:
-                connection = min(free, key=lambda c: c.channels)
-                self._take(connection)
-                return connection
-            if self._failure is not None and ticket <= self._failure.ticket:
-                raise self._failure.again()  # we waited on that attempt: it failed for us too
-            if len(self._connections) + self._opening < self._max_connections:
-                connection = await self._open_connection(ticket)
-                self._take(connection)
-                return connection
-            await self._wait_for_change()
-
-    def _take(self, connection: _Connection) -> None:
-        connection.channels += 1
-        self._peak = max(self._peak, self._channels_in_use())
-
-    def _release(self, connection: _Connection) -> None:
-        connection.channels -= 1
-        self._notify()
-
-    def _channels_in_use(self) -> int:
-        return sum(connection.channels for connection in self._connections)
-
-    # -- connections ------------------------------------------------------------------------------------
-
-    async def _open_connection(self, ticket: int) -> _Connection:
-        self._opening += 1
-        try:
-            async with self._connect_lock:
-                if self._failure is not None and ticket <= self._failure.ticket:
-                    raise self._failure.again()
-                ssh = await self._dialer.dial(len(self._connections))
-                self._failure = None
-        except ConnectError as error:
-            self._failure = _Failure(error, self._arrivals)
-            raise
-        finally:
-            self._opening -= 1
-            self._notify()
-        connection = _Connection(ssh)
-        self._connections.append(connection)
-        return connection
-
-    def _discard(self, connection: _Connection) -> None:
-        """Forget a dead connection; its requests in flight fail on their own."""
-        if connection in self._connections:
-            self._connections.remove(connection)
-            self._lost += 1
-            logger.warning("SSH connection to %s lost; it is replaced on next use", self._settings.host)
-            self._dialer.outage_started()
-            self._bridge.call_soon(connection.ssh.abort)
-
-    def _arrive(self) -> int:
-        self._arrivals += 1
-        return self._arrivals
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    async def _wait_for_change(self) -> None:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        await self._changed.wait()
 
 
 async def _close_sftp(session: asyncssh.SFTPClient) -> None:
