@@ -124,6 +124,8 @@ class ResultWatcher:
                 self._resumed = anyio.Event()
                 await self._resumed.wait()
                 continue
+            # pause() cancels this scope: then the program was stopped on purpose, and the pool is open.
+            closed = False
             with anyio.CancelScope() as self._scope:
                 closed = await self._keep_running()
             self._scope = None

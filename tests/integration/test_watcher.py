@@ -219,8 +219,9 @@ async def test_a_dropped_connection_ends_a_stream_with_connect_error(slurm_clust
 
 
 async def test_an_idle_session_pauses_its_watcher(
-    slurm_cluster: ClusterSettings, session_kwargs: dict[str, Any]
+    slurm_cluster: ClusterSettings, session_kwargs: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("ERROR", logger="slurmbatch")
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         session._poller._watch_idle = 0.5  # instead of 30 s, from the next idle period on
         assert await (await session.submit(nap, (0.1, 1))) == 1
@@ -232,3 +233,5 @@ async def test_an_idle_session_pauses_its_watcher(
         assert await (await session.submit(nap, (0.1, 2))) == 2
         assert session._poller.watcher.starts == 2
         assert session._poller.ticks == 0
+    # Pausing is no failure of the status loop.
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
