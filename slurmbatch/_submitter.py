@@ -14,20 +14,18 @@ import logging
 import math
 import shlex
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import anyio
-import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import ConnectionLost, SessionClosedError, SubmissionError
+from ._errors import ConnectionLost, SubmissionError
 from ._journal import Journal
 from ._lost_answers import look_up_tokens
 from ._reconnect import Outage, retry_lost
 from ._remote_layout import RemoteLayout, new_token
+from ._submit_requests import ArrayShape, Job, Render, SubmitRequest, closed_error, fail
 from ._uploads import Uploads
-from .future import JobFuture
-from .payload import FunctionBlob, PackedCall, pack_argument_table
+from .payload import pack_argument_table
 from .rpc_budget import TokenBucket
 from .slurm.batch import (
     NOT_STARTED,
@@ -46,40 +44,6 @@ from .transport import CommandResult, SSHPool
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["ArrayShape", "SubmitRequest", "Submitter"]
-
-
-@attrs.frozen
-class ArrayShape:
-    """How many tasks an array job has (indices ``0..size-1``)."""
-
-    size: int
-
-
-#: Renders the batch script of a job: ``(spec, function, token, array or None) -> script``.
-Render = Callable[[JobSpec, FunctionBlob, str, "ArrayShape | None"], str]
-
-
-@attrs.define(eq=False)
-class SubmitRequest:
-    """One call to submit, and where the submitter reports back (``future``, or ``error``)."""
-
-    function: FunctionBlob
-    call: PackedCall
-    spec: JobSpec
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    token: str = ""
-    job_id: str | None = None
-    error: BaseException | None = None
-    future: JobFuture[Any] | None = None
-
-
-@attrs.define(eq=False)
-class _Job:
-    """One sbatch call: a single job, or an array job carrying several requests."""
-
-    token: str
-    requests: list[SubmitRequest]
-    array: ArrayShape | None
 
 
 class Submitter:
@@ -125,7 +89,7 @@ class Submitter:
         self._idle = anyio.Event()
         self._idle.set()
         # Fenced commands whose reply was lost to a cancellation (by fence): they may run on remotely.
-        self._interrupted: dict[str, list[_Job]] = {}
+        self._interrupted: dict[str, list[Job]] = {}
 
     def forget_uploads(self) -> None:
         """The remote work directory was recreated: upload functions and large arguments again."""
@@ -151,7 +115,7 @@ class Submitter:
         if not requests:
             return
         if self._closed:
-            raise _closed_error()
+            raise closed_error()
         await self._send.send(requests)
         for request in requests:
             await request.done.wait()
@@ -174,7 +138,7 @@ class Submitter:
         self._closed = True
         queued: list[SubmitRequest] = []
         self._drain(queued, limit=math.inf)
-        _fail(queued, _closed_error())
+        fail(queued, closed_error())
 
     async def wait_idle(self) -> None:
         """Wait until no batch is under way (each is answered, failed, or interrupted)."""
@@ -209,7 +173,7 @@ class Submitter:
             batch = list(first)
             self._drain(batch)
             if self._closed:
-                _fail(batch, _closed_error())
+                fail(batch, closed_error())
                 continue
             if window and len(batch) < self._max_batch:
                 # Requests are streaming in: wait a moment so that this batch carries more of them.
@@ -232,21 +196,21 @@ class Submitter:
             except anyio.WouldBlock:
                 return
 
-    def _jobs(self, batch: Sequence[SubmitRequest]) -> Iterator[_Job]:
+    def _jobs(self, batch: Sequence[SubmitRequest]) -> Iterator[Job]:
         """Group the batch: calls sharing a function and a JobSpec become array jobs (unless opted out)."""
         groups: dict[tuple[str, JobSpec], list[SubmitRequest]] = {}
         for request in batch:
             if request.spec.coalesce:
                 groups.setdefault((request.function.digest, request.spec), []).append(request)
             else:
-                yield _Job(new_token(), [request], None)
+                yield Job(new_token(), [request], None)
         for requests in groups.values():
             for start in range(0, len(requests), self._max_array_size):
                 chunk = requests[start : start + self._max_array_size]
                 if len(chunk) == 1:
-                    yield _Job(new_token(), chunk, None)
+                    yield Job(new_token(), chunk, None)
                 else:
-                    yield _Job(new_token(), chunk, ArrayShape(len(chunk)))
+                    yield Job(new_token(), chunk, ArrayShape(len(chunk)))
 
     async def _submit_batch(self, batch: Sequence[SubmitRequest]) -> None:
         self.batches += 1
@@ -258,11 +222,11 @@ class Submitter:
             for start in range(0, len(jobs), step):
                 await self._sbatch(jobs[start : start + step])
         except BaseException as exc:
-            _fail(batch, exc if isinstance(exc, Exception) else _closed_error(under_way=True))
+            fail(batch, exc if isinstance(exc, Exception) else closed_error(under_way=True))
             if not isinstance(exc, Exception):
                 raise
 
-    async def _sbatch(self, jobs: Sequence[_Job]) -> None:
+    async def _sbatch(self, jobs: Sequence[Job]) -> None:
         """Write the jobs' files and run their sbatch calls in one round trip; report to each request.
 
         Exactly once: the command is fenced (see :func:`~slurmbatch.slurm.batch.fenced_script`). If the
@@ -286,7 +250,7 @@ class Submitter:
         pending = list(jobs)
         while pending:
             if self._closed:  # the session is ending: a batch not sent yet is not sent at all
-                raise _closed_error()
+                raise closed_error()
             fence = self._layout.fence(new_token())
             stale, self.finished_fences = self.finished_fences, []
             body = write_files_script(
@@ -339,8 +303,8 @@ class Submitter:
                 await anyio.sleep(min(5.0, 0.5 * 2.0 ** min(controller_down.losses, 4)))
 
     async def _find_lost_answers(
-        self, jobs: list[_Job], replies: dict[str, SbatchReply]
-    ) -> tuple[list[_Job], list[_Job]]:
+        self, jobs: list[Job], replies: dict[str, SbatchReply]
+    ) -> tuple[list[Job], list[Job]]:
         """Look up, by their tokens, the jobs whose sbatch failed in a way that may have submitted them
         ("Socket timed out on send/recv operation": slurmctld took the request, its answer was lost).
 
@@ -383,8 +347,8 @@ class Submitter:
             return await self.recover(fence)
 
     def _unanswered(
-        self, jobs: list[_Job], replies: dict[str, SbatchReply], controller_down: Outage
-    ) -> tuple[list[_Job], list[_Job]]:
+        self, jobs: list[Job], replies: dict[str, SbatchReply], controller_down: Outage
+    ) -> tuple[list[Job], list[Job]]:
         """Split ``jobs`` into those sbatch answered and those to send again because slurmctld did not
         answer (it may be restarting), until the outage passes the deadline."""
         again = [j for j in jobs if (r := replies.get(j.token)) is not None and r.controller_unreachable]
@@ -412,7 +376,7 @@ class Submitter:
             return None, False
         return parse_batch_sbatch(result.stdout), UNFINISHED not in result.stdout
 
-    async def _report(self, jobs: Sequence[_Job], replies: dict[str, SbatchReply], stderr: str) -> None:
+    async def _report(self, jobs: Sequence[Job], replies: dict[str, SbatchReply], stderr: str) -> None:
         self.sbatch_calls += len(jobs)
         logger.info(
             "submitted %d call(s) as %d job(s) in one command", sum(len(j.requests) for j in jobs), len(jobs)
@@ -449,16 +413,16 @@ class Submitter:
             )
 
     @staticmethod
-    def _request_tokens(job: _Job) -> list[str]:
+    def _request_tokens(job: Job) -> list[str]:
         """The tokens the job's requests get: the job's own, or one per array task."""
         if job.array is None:
             return [job.token]
         return [f"{job.token}.{index}" for index in range(len(job.requests))]
 
-    def _job_files(self, job: _Job) -> tuple[str, str]:
+    def _job_files(self, job: Job) -> tuple[str, str]:
         return self._layout.arguments(job.token), self._layout.script(job.token)
 
-    def _files(self, jobs: Sequence[_Job]) -> dict[str, bytes]:
+    def _files(self, jobs: Sequence[Job]) -> dict[str, bytes]:
         files: dict[str, bytes] = {}
         for job in jobs:
             first = job.requests[0]
@@ -473,7 +437,7 @@ class Submitter:
             ).encode()
         return files
 
-    async def _upload_shared_files(self, jobs: Sequence[_Job]) -> None:
+    async def _upload_shared_files(self, jobs: Sequence[Job]) -> None:
         """Upload the content-addressed files (functions, large arguments) the jobs need and lack."""
         shared: dict[str, bytes] = {}
         for job in jobs:
@@ -481,23 +445,3 @@ class Submitter:
                 shared.setdefault(request.function.digest, request.function.data)
                 shared.update(request.call.blobs)
         await self._uploads.shared_files(shared)
-
-
-def _closed_error(*, under_way: bool = False) -> SessionClosedError:
-    if under_way:
-        return SessionClosedError(
-            "The session closed while this job was being submitted: if sbatch accepted it, it was cancelled "
-            "with the session's other jobs. Submit inside the session's `async with` block and await the "
-            "submission before the block ends."
-        )
-    return SessionClosedError(
-        "The session closed before this job was submitted; nothing was sent. Submit inside the session's "
-        "`async with` block and await the submission before the block ends."
-    )
-
-
-def _fail(requests: Sequence[SubmitRequest], error: BaseException) -> None:
-    for request in requests:
-        if not request.done.is_set():
-            request.error = error
-            request.done.set()
