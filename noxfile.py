@@ -42,7 +42,7 @@ def _python(minor: str) -> str:
 
 
 def _pytest(session: nox.Session, report: Path, *args: str) -> None:
-    session.run("pytest", f"--junitxml={report}", *args, env={"PYTHONUNBUFFERED": "1"})
+    session.run("pytest", f"--junitxml={report}", "--durations=15", *args, env={"PYTHONUNBUFFERED": "1"})
     # pytest exits non-zero when it collects nothing, but a run that only skipped is no success either.
     suite = ET.parse(report).getroot()
     totals = suite if suite.tag == "testsuite" else suite[0]
