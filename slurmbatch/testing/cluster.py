@@ -223,6 +223,11 @@ class LocalCluster:
         ``start_sshd(login_users=True)``; by default the cluster's own login-user sshd, started on first
         use. The user stays after ``down()``, like the job user; its jobs do not.
         """
+        if self._store.root is not None:
+            raise ClusterError(
+                f"login_user() is offered on the host's Slurm 22.05 cluster only; the Slurm {self.options.slurm} "
+                "root does not know login users yet."
+            )
         base = self.settings()
         return self._logins.login_user(base, name, shell=shell, dotfiles=dotfiles or {}, port=port)
 
