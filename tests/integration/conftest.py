@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+import anyio
 import pytest
 
 from slurmbatch.testing import ClusterSettings
@@ -56,3 +57,18 @@ def sdiag_count(cluster: ClusterSettings, *rpcs: str) -> int:
         if words and words[0] in rpcs:
             total += int(line.split("count:")[1].split()[0])
     return total
+
+
+async def requeue_and_restart(cluster: ClusterSettings, job_id: str) -> None:
+    """Requeue a running job as preemption or an administrator would, and let it start again at once.
+
+    Slurm holds a requeued batch job back until its credential has expired (two minutes); once the first
+    run has been cleaned up on its node, its start time is set to now.
+    """
+    login_shell(cluster, f"scontrol requeue {job_id}")
+    for _ in range(100):
+        if login_shell(cluster, f"squeue -h -j {job_id} -o %T").strip() == "PENDING":
+            break
+        await anyio.sleep(0.1)
+    await anyio.sleep(2)
+    login_shell(cluster, f"scontrol update jobid={job_id} starttime=now")

@@ -33,7 +33,7 @@ from slurmbatch import (
 from slurmbatch.testing import ClusterSettings, LocalCluster
 from slurmbatch.testing.pytest_plugin import extra_cluster
 
-from .conftest import login_shell, session_options
+from .conftest import login_shell, requeue_and_restart, session_options
 from .fault_table import ROWS, FaultRow
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
@@ -299,15 +299,7 @@ async def test_a_requeued_job_still_gives_its_one_result(
                 break
             await anyio.sleep(0.1)
         # What preemption with PreemptMode=REQUEUE, or an administrator, does to a running job.
-        login_shell(slurm_cluster, f"scontrol requeue {future.job_id}")
-        # Slurm holds a requeued batch job back until its credential has expired (two minutes). Once
-        # the first run has been cleaned up on its node, let it start again at once.
-        for _ in range(100):
-            if login_shell(slurm_cluster, f"squeue -h -j {future.job_id} -o %T").strip() == "PENDING":
-                break
-            await anyio.sleep(0.1)
-        await anyio.sleep(2)
-        login_shell(slurm_cluster, f"scontrol update jobid={future.job_id} starttime=now")
+        await requeue_and_restart(slurm_cluster, future.job_id)
         with anyio.fail_after(120):
             assert await future == 25
         sbatch_calls = session._submitter.sbatch_calls

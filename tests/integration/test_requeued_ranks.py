@@ -14,7 +14,7 @@ import pytest
 from slurmbatch import JobSpec, RemoteError, SlurmSession
 from slurmbatch.testing import ClusterSettings
 
-from .conftest import login_shell, session_options
+from .conftest import login_shell, requeue_and_restart, session_options
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -49,14 +49,7 @@ async def test_a_requeued_multi_task_job_does_not_report_a_rank_of_its_first_att
             await anyio.sleep(0.3)
         else:
             pytest.fail(f"rank 1 of job {future.job_id} wrote no outcome in its first attempt")
-        login_shell(slurm_cluster, f"scontrol requeue {future.job_id}")
-        # As in test_faults: let the requeued job start again at once, not after its credential expired.
-        for _ in range(100):
-            if login_shell(slurm_cluster, f"squeue -h -j {future.job_id} -o %T").strip() == "PENDING":
-                break
-            await anyio.sleep(0.1)
-        await anyio.sleep(2)
-        login_shell(slurm_cluster, f"scontrol update jobid={future.job_id} starttime=now")
+        await requeue_and_restart(slurm_cluster, future.job_id)
 
         with anyio.fail_after(120), pytest.raises(RemoteError) as raised:
             await future
