@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typecheck, demo, bench, cluster (``nox -s cluster -- up|down|status``)."""
+"""Sessions: tests, unit (3.10-3.13), lint, typecheck, docs, wheel, demo, bench, cluster (``nox -s cluster -- up|down|status``)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,30 @@ def tests_slurm_24_11(session: nox.Session) -> None:
     _pytest(
         session, ROOT / ".nox" / "junit-24.11.xml", "--slurm", "24.11", *(session.posargs or RELEASE_TIER)
     )
+
+
+#: The Python versions the package claims (requires-python and the classifiers say the same).
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+@nox.session(python=[_python(minor) for minor in PYTHONS])
+def unit(session: nox.Session) -> None:
+    """The unit suite (no cluster) on every Python the package claims: ``nox -s unit``."""
+    session.install("-e", ".[dev]")
+    _pytest(
+        session,
+        ROOT / ".nox" / f"junit-unit-{Path(str(session.python)).name}.xml",
+        "tests/unit",
+        "-q",
+        *session.posargs,
+    )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with ``--strict`` (broken links and missing references fail)."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / ".nox" / "site"), *session.posargs)
 
 
 @nox.session

@@ -10,6 +10,14 @@
         print(await future)
 """
 
+import warnings as _warnings
+
+with _warnings.catch_warnings():
+    # asyncssh names cryptography's DSA types at import, which warns once per process on every command
+    # line; slurmbatch never uses DSA keys' deprecated parts, and the warning is no concern of its users.
+    _warnings.filterwarnings("ignore", message="DSA is deprecated")
+    import asyncssh as _asyncssh  # noqa: F401
+
 from ._errors import (
     ConnectError,
     ConnectionLost,
@@ -36,6 +44,9 @@ from .session import SlurmSession
 from .slurm.release import ClusterInfo
 from .slurm.states import JobState
 from .spec import JobSpec
+
+#: The release of this package; the one place it is written (the build reads it from here).
+__version__ = "0.1.0"
 
 __all__ = [
     "ClusterInfo",

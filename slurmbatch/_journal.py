@@ -30,7 +30,7 @@ import attrs
 
 from ._errors import JournalError
 
-__all__ = ["Journal", "JournalEntry", "default_journal_path"]
+__all__ = ["Journal", "JournalEntry", "default_journal_path", "session_is_running"]
 
 T = TypeVar("T")
 
@@ -194,20 +194,10 @@ class Journal:
 
     # ------------------------------------------------------------------------------- internals
     def _lock_path(self, session: str) -> Path:
-        return self.path.with_name(f"{self.path.name}.sessions") / f"{session}.lock"
+        return _lock_path(self.path, session)
 
     def _is_running(self, session: str) -> bool:
-        if session == self.session:
-            return True
-        try:
-            with open(self._lock_path(session), "rb") as file:
-                try:
-                    fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    return True
-                return False
-        except FileNotFoundError:
-            return False  # closed cleanly (or written before sessions held locks)
+        return session == self.session or session_is_running(self.path, session)
 
     async def _write(self, statement: str, rows: list[tuple[object, ...]]) -> None:
         if rows:
@@ -239,6 +229,23 @@ class Journal:
             f"The session journal {self.path} {what}: {exc}. Pass journal= a file path in a directory you "
             "can write to, or journal=False to run without a journal (then reattach() is not available)."
         )
+
+
+def _lock_path(journal: Path, session: str) -> Path:
+    return journal.with_name(f"{journal.name}.sessions") / f"{session}.lock"
+
+
+def session_is_running(journal: Path, session: str) -> bool:
+    """Whether ``session`` has the journal at ``journal`` open right now, in any process."""
+    try:
+        with open(_lock_path(journal, session), "rb") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except FileNotFoundError:
+        return False  # closed cleanly (or written before sessions held locks)
 
 
 def _hold_lock(path: Path) -> IO[bytes]:

@@ -12,9 +12,9 @@ from ._processes import ClusterError
 from .cluster import DEFAULT_STATE_DIR, LocalCluster
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m slurmbatch.testing") -> int:
     """Run the CLI; returns the process exit code."""
-    parser = argparse.ArgumentParser(prog="python -m slurmbatch.testing", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description="The local cluster: up, down or status.")
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument(
         "--state-dir",
