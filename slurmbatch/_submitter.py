@@ -403,14 +403,23 @@ class Submitter:
                 else:
                     request.token, request.job_id = f"{job.token}.{index}", array_task_id(job_id, index)
                     self._on_submitted(request)
-                request.done.set()
-        if self._journal is not None:
-            await self._journal.submitted(
-                (r.token, r.job_id) for job in jobs for r in job.requests if r.job_id is not None
-            )
-            await self._journal.refused(
-                token for job in jobs if job.requests[0].job_id is None for token in self._request_tokens(job)
-            )
+        try:
+            if self._journal is not None:
+                await self._journal.submitted(
+                    (r.token, r.job_id) for job in jobs for r in job.requests if r.job_id is not None
+                )
+                await self._journal.refused(
+                    token
+                    for job in jobs
+                    if job.requests[0].job_id is None
+                    for token in self._request_tokens(job)
+                )
+        finally:
+            # Only now: a caller holding a job id finds it in the journal (a detach right after submit
+            # must not leave the job recorded as "submitting").
+            for job in jobs:
+                for request in job.requests:
+                    request.done.set()
 
     @staticmethod
     def _request_tokens(job: Job) -> list[str]:

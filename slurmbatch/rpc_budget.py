@@ -37,7 +37,7 @@ class RpcBudget:
     when asked), each cancelled job id one. Submissions wait for their tokens; the status loop postpones
     its query instead, so results keep arriving.
 
-    Args:
+    Attributes:
         burst: Tokens in a full bucket: RPCs that may go at once after a quiet spell.
         rate: Tokens added per second.
     """

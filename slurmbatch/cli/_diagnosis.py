@@ -202,7 +202,7 @@ async def environment_checks(settings: ConnectSettings, options: dict[str, Any])
             checks.append(Check("work directory", "fail", str(error)))
             return checks
         checks.append(python_check(facts.python_report, python))
-        checks.extend(cluster_checks(facts.cluster_info))
+        checks.extend(cluster_checks(facts.cluster_info, jobcomp=facts.config.get("JobCompType", "")))
         space = await pool.script(
             f"df -Pk {shlex.quote(facts.workdir)} | tail -n 1", what="reading free space"
         )
@@ -241,23 +241,27 @@ def python_check(report: str, python: str) -> Check:
     )
 
 
-def cluster_checks(info: ClusterInfo) -> list[Check]:
-    """Accounting, MaxArraySize and the Slurm release, as the session learns them. Pure."""
+def cluster_checks(info: ClusterInfo, *, jobcomp: str = "") -> list[Check]:
+    """Accounting, MaxArraySize and the Slurm release, as the session learns them. Pure.
+
+    ``jobcomp`` is the controller's ``JobCompType``: without slurmdbd, sessions read the job completion
+    records (``sacct -c``) for jobs squeue has forgotten, which needs ``jobcomp/filetxt``.
+    """
     if info.accounting:
         accounting = Check("accounting", "ok", "slurmdbd keeps job records; sacct answers")
-    elif info.accounting_answers:
+    elif jobcomp == "jobcomp/filetxt":
         accounting = Check(
             "accounting",
             "ok",
-            "sacct answers, without slurmdbd: jobs gone from squeue are read from completion records",
+            "no slurmdbd, but job completion records (jobcomp/filetxt): jobs gone from squeue are found there",
         )
     else:
         accounting = Check(
             "accounting",
             "warn",
-            "sacct does not answer",
+            "neither slurmdbd nor job completion records answer",
             f"Jobs that end without a result are learnt from squeue only, for MinJobAge ({info.min_job_age} s) "
-            "after they end: keep the session open, or ask for accounting (slurmdbd).",
+            "after they end: keep the session open, or ask the site for accounting (slurmdbd).",
         )
     array = Check("MaxArraySize", "ok", f"{info.max_array_size} (larger maps are split into several arrays)")
     if not info.slurm_version:

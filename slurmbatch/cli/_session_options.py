@@ -55,6 +55,11 @@ _OPTIONS = [
         help="A shell line run before Slurm's commands, e.g. 'module load slurm'; repeat for several.",
     ),
     click.option("--connect-timeout", type=float, help="Seconds one SSH connection attempt may take."),
+    click.option(
+        "--status-interval",
+        type=(float, float),
+        help="Shortest and longest seconds between scheduler queries (default 2 30).",
+    ),
 ]
 
 _NAMES = (
@@ -69,6 +74,7 @@ _NAMES = (
     "python",
     "slurm_setup",
     "connect_timeout",
+    "status_interval",
 )
 
 
@@ -86,7 +92,8 @@ def session_kwargs(params: dict[str, Any]) -> dict[str, Any]:
         value = params.pop(name, None)
         if value is None or value == ():
             continue
-        kwargs[name] = list(value) if isinstance(value, tuple) else value
+        # Repeated flags are lists in a session's keyword arguments; status_interval stays a pair.
+        kwargs[name] = list(value) if isinstance(value, tuple) and name != "status_interval" else value
     return kwargs
 
 

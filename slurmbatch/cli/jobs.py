@@ -8,10 +8,12 @@ only to collect, cancel or read logs.
 from __future__ import annotations
 
 import datetime
+import json
 import pickle
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 import cloudpickle
 from rich.table import Table
@@ -42,19 +44,23 @@ def _journal(path: Path | None) -> Path:
 
 
 def _when(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.datetime.fromtimestamp(seconds).strftime("%m-%d %H:%M:%S")
 
 
 @click.command()
 @click.option("--session", "session_id", help="Only the jobs of this session.")
 @click.option("--all", "show_all", is_flag=True, help="Also the jobs already collected.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as a JSON list, for machines.")
 @_journal_option
-def jobs(session_id: str | None, show_all: bool, journal: Path | None) -> None:
+def jobs(session_id: str | None, show_all: bool, as_json: bool, journal: Path | None) -> None:
     """List the sessions and jobs of the local journal: those not collected yet, or --all."""
     try:
         rows = list_jobs(_journal(journal), session=session_id, include_collected=show_all)
     except JournalError as error:
         fail(str(error))
+    if as_json:
+        click.echo(json.dumps([attrs.asdict(row) for row in rows], indent=2))
+        return
     if not rows:
         what = "no jobs" if show_all else "no uncollected jobs (--all lists the collected ones too)"
         console.print(
@@ -63,7 +69,7 @@ def jobs(session_id: str | None, show_all: bool, journal: Path | None) -> None:
         return
     table = Table(title=f"slurmbatch jobs ({_journal(journal)})", title_justify="left")
     for column in ("session", "host", "job id", "state", "updated", "session opened"):
-        table.add_column(column, no_wrap=column != "host")
+        table.add_column(column, overflow="fold")
     for row in rows:
         session = row.session + (" (open)" if row.running else "")
         table.add_row(session, row.host, row.job_id or "-", row.state, _when(row.updated), _when(row.opened))

@@ -148,13 +148,13 @@ def _before_kex(error: BaseException) -> bool:
 
 
 def _auth_method(connection: asyncssh.SSHClientConnection) -> str:
-    # asyncssh keeps the method of the current (here: the successful) attempt; it has no public getter.
-    method = getattr(connection, "_auth_method", None) or getattr(
-        getattr(connection, "_auth", None), "_method", None
-    )
-    if isinstance(method, bytes):
+    # asyncssh has no public getter: the methods it still has to try start with the one being tried,
+    # and once a login succeeded that is the one that did.
+    methods = getattr(connection, "_auth_methods", None)
+    method = methods[0] if isinstance(methods, list) and methods else None
+    if isinstance(method, bytes) and method != b"none":
         return method.decode("ascii", "replace")
-    return str(method) if method else "unknown (the login succeeded)"
+    return "an unknown method (the login succeeded)"
 
 
 async def _count_channels(connection: asyncssh.SSHClientConnection) -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import cloudpickle
 import pytest
 
 from slurmbatch import JobSpec, SlurmSession
@@ -19,6 +20,8 @@ from slurmbatch.testing import ClusterSettings, LocalCluster
 from .conftest import session_options
 
 pytestmark = pytest.mark.cluster
+# The job side cannot import this test module: its functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 EVERY_CHECK = [
     "address",
@@ -144,10 +147,15 @@ def test_jobs_logs_cancel_and_collect_from_the_journal(
 
     listed = run_cli("jobs", *flags)
     assert listed.returncode == 0, listed.stderr
-    assert session_id in listed.stdout and answered in listed.stdout and lingering in listed.stdout
-    assert greeted not in listed.stdout  # collected already: only --all shows it
-    every = run_cli("jobs", "--all", "--session", session_id, *flags)
-    assert greeted in every.stdout and "COMPLETED" in every.stdout
+    assert session_id in listed.stdout and "submitted" in listed.stdout  # the table
+    rows = json.loads(run_cli("jobs", "--json", *flags).stdout)
+    # Collected already, the first job is left out: only --all shows it.
+    assert [(r["session"], r["job_id"], r["state"]) for r in rows] == [
+        (session_id, answered, "submitted"),
+        (session_id, lingering, "submitted"),
+    ]
+    every = json.loads(run_cli("jobs", "--all", "--json", "--session", session_id, *flags).stdout)
+    assert (every[0]["job_id"], every[0]["state"]) == (greeted, "COMPLETED")
 
     logs = run_cli("logs", greeted, *flags, *connection_flags(slurm_cluster))
     assert logs.returncode == 0, logs.stderr
@@ -157,11 +165,12 @@ def test_jobs_logs_cancel_and_collect_from_the_journal(
     assert cancelled.returncode == 0, cancelled.stderr
     assert lingering in cancelled.stdout
 
-    collected = run_cli("collect", session_id, *flags, *connection_flags(slurm_cluster))
+    quick = ["--status-interval", "0.5", "2"]  # the cancelled job is learnt from squeue, not a result file
+    collected = run_cli("collect", session_id, *flags, *quick, *connection_flags(slurm_cluster))
     assert collected.returncode == 1, collected.stdout + collected.stderr  # one job was cancelled
     assert f"job {answered}: 42" in collected.stdout
     assert f"job {lingering}: JobCancelled" in collected.stdout
-    assert run_cli("jobs", *flags).stdout.count(session_id) == 0  # nothing left uncollected
+    assert json.loads(run_cli("jobs", "--json", *flags).stdout) == []  # nothing left uncollected
 
 
 def test_unknown_names_are_plain_errors(tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ def test_cluster_checks_read_cluster_info() -> None:
     assert array.detail.startswith("500")
     quiet, _, untested = cluster_checks(ClusterInfo(slurm_version="19.05.1", accounting_answers=False))
     assert quiet.verdict == "warn" and "MinJobAge" in quiet.advice
+    records = cluster_checks(ClusterInfo(), jobcomp="jobcomp/filetxt")[0]
+    assert records.verdict == "ok" and "completion records" in records.detail
     assert untested.verdict == "warn" and "19.05.1" in untested.detail
 
 
