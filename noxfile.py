@@ -1,7 +1,8 @@
-"""Sessions: tests, unit (3.10-3.13), lint, typecheck, docs, wheel, demo, bench, cluster (``nox -s cluster -- up|down|status``)."""
+"""Sessions: tests, unit (3.10-3.13), lint, typecheck, docs, demo, bench, cluster (``nox -s cluster -- up|down|status``)."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -71,19 +72,16 @@ def tests_slurm_24_11(session: nox.Session) -> None:
 
 #: The Python versions the package claims (requires-python and the classifiers say the same).
 PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# So that nox finds python3.10 ... by name, and names the sessions unit-3.10 ...: pyenv's pythons first.
+_PYENV_BINS = [str(Path(_python(minor)).parent) for minor in PYTHONS if "/" in _python(minor)]
+os.environ["PATH"] = os.pathsep.join([*dict.fromkeys(_PYENV_BINS), os.environ.get("PATH", "")])
 
 
-@nox.session(python=[_python(minor) for minor in PYTHONS])
+@nox.session(python=PYTHONS)
 def unit(session: nox.Session) -> None:
-    """The unit suite (no cluster) on every Python the package claims: ``nox -s unit``."""
+    """The unit suite (no cluster) on every Python the package claims: ``nox -s unit`` (or ``unit-3.12``)."""
     session.install("-e", ".[dev]")
-    _pytest(
-        session,
-        ROOT / ".nox" / f"junit-unit-{Path(str(session.python)).name}.xml",
-        "tests/unit",
-        "-q",
-        *session.posargs,
-    )
+    _pytest(session, ROOT / ".nox" / f"junit-unit-{session.python}.xml", "tests/unit", "-q", *session.posargs)
 
 
 @nox.session
