@@ -38,10 +38,13 @@ def run(
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The wheel ``python -m build`` makes of this source tree (built in a copy, so nothing is left behind)."""
+    """The wheel ``python -m build`` makes from the sdist it makes of this source tree; twine checks both."""
     out = tmp_path_factory.mktemp("dist")
-    run(sys.executable, "-m", "build", "--wheel", "--outdir", out, ROOT, cwd=out)
+    run(sys.executable, "-m", "build", "--outdir", out, ROOT, cwd=out)
     (built,) = out.glob("slurmbatch-*.whl")
+    (sdist,) = out.glob("slurmbatch-*.tar.gz")
+    checked = run(sys.executable, "-m", "twine", "check", "--strict", built, sdist, cwd=out).stdout
+    assert checked.count("PASSED") == 2, checked
     return built
 
 
