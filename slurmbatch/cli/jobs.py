@@ -167,7 +167,8 @@ def cancel(what: str, journal: Path | None, **params: Any) -> None:
                     )
 
     run(cancel_all)
-    console.print(f"Cancelled on {host}: {', '.join(ids)}")
+    # scancel accepts jobs that have already ended, so this names what was asked, not what was running.
+    console.print(f"scancel sent on {host} for: {', '.join(ids)}")
 
 
 @click.command()
