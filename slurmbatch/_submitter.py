@@ -23,6 +23,7 @@ from ._journal import Journal
 from ._lost_answers import look_up_tokens
 from ._reconnect import Outage, retry_lost
 from ._remote_layout import RemoteLayout, new_token
+from ._sbatch_replies import record_in_journal, release_callers, request_tokens, settle
 from ._submit_requests import ArrayShape, Job, Render, SubmitRequest, closed_error, fail
 from ._uploads import Uploads
 from .payload import pack_argument_table
@@ -37,7 +38,6 @@ from .slurm.batch import (
     parse_batch_sbatch,
     write_files_script,
 )
-from .slurm.commands import array_task_id
 from .spec import JobSpec
 from .transport import CommandResult, SSHPool
 
@@ -381,52 +381,16 @@ class Submitter:
         logger.info(
             "submitted %d call(s) as %d job(s) in one command", sum(len(j.requests) for j in jobs), len(jobs)
         )
-        for job in jobs:
-            reply = replies.get(job.token)
-            job_id = reply.job_id if reply is not None else None
-            for index, request in enumerate(job.requests):
-                if reply is None:
-                    said = stderr or "no answer"
-                    request.error = SubmissionError(
-                        f"The submit command failed on the login node before sbatch answered: {said}",
-                        sbatch_stderr=said,
-                    )
-                elif job_id is None:
-                    request.error = SubmissionError(
-                        f"sbatch refused the job: {reply.output}. Check the JobSpec options (each becomes an "
-                        "#SBATCH line).",
-                        sbatch_stderr=reply.output,
-                    )
-                elif job.array is None:
-                    request.token, request.job_id = job.token, job_id
-                    self._on_submitted(request)
-                else:
-                    request.token, request.job_id = f"{job.token}.{index}", array_task_id(job_id, index)
-                    self._on_submitted(request)
+        settle(jobs, replies, stderr, on_submitted=self._on_submitted)
         try:
             if self._journal is not None:
-                await self._journal.submitted(
-                    (r.token, r.job_id) for job in jobs for r in job.requests if r.job_id is not None
-                )
-                await self._journal.refused(
-                    token
-                    for job in jobs
-                    if job.requests[0].job_id is None
-                    for token in self._request_tokens(job)
-                )
+                await record_in_journal(self._journal, jobs)
         finally:
-            # Only now: a caller holding a job id finds it in the journal (a detach right after submit
-            # must not leave the job recorded as "submitting").
-            for job in jobs:
-                for request in job.requests:
-                    request.done.set()
+            release_callers(jobs)
 
     @staticmethod
     def _request_tokens(job: Job) -> list[str]:
-        """The tokens the job's requests get: the job's own, or one per array task."""
-        if job.array is None:
-            return [job.token]
-        return [f"{job.token}.{index}" for index in range(len(job.requests))]
+        return request_tokens(job)
 
     def _job_files(self, job: Job) -> tuple[str, str]:
         return self._layout.arguments(job.token), self._layout.script(job.token)
