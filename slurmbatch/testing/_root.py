@@ -15,6 +15,7 @@ root with the host's ids.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -91,10 +92,22 @@ class Root:
 
     # ------------------------------------------------------------------------------------ building
     def tarball(self) -> Path:
-        """Build the root's tarball once (about a minute), or reuse the cached one."""
+        """Build the root's tarball once (about a minute), or reuse the cached one.
+
+        Clusters started at the same time (test runs in parallel) build it once: the first takes a lock
+        on the cache, the others wait for it and reuse its tarball.
+        """
         cached = ROOT_CACHE / f"{self.release.key}.tar"
         if cached.exists():
             return cached
+        ROOT_CACHE.mkdir(parents=True, exist_ok=True)
+        with (ROOT_CACHE / f"{self.release.key}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not cached.exists():
+                self._build(cached)
+        return cached
+
+    def _build(self, cached: Path) -> None:
         if shutil.which("mmdebstrap") is None:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             run(["apt-get", "update", "-qq"], env=env, timeout=600)
@@ -103,7 +116,6 @@ class Root:
                 env=env,
                 timeout=1200,
             )
-        ROOT_CACHE.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".part.tar")
         run(
             [
@@ -117,7 +129,6 @@ class Root:
             timeout=1800,
         )
         partial.replace(cached)
-        return cached
 
     def unpack(self) -> None:
         """Unpack the cached root into the state directory, unless that very root is there already."""
@@ -183,6 +194,10 @@ class Root:
         self._set_line("passwd", entry)
         self._set_line("group", _line("/etc/group", group_name))
         self._set_line("shadow", f"{name}:*:19000:0:99999:7:::")
+
+    def add_host_group(self, name: str) -> None:
+        """Give the root the host group ``name`` with the host's gid and members (sshd's AllowGroups)."""
+        self._set_line("group", _line("/etc/group", name))
 
     def _set_line(self, file: str, line: str) -> None:
         name = line.split(":", 1)[0]
