@@ -217,6 +217,9 @@ def test_down_stops_every_sshd_and_the_login_users_jobs() -> None:
             or "Z" in Path(f"/proc/{daemon['pid']}/stat").read_text()
         )
     assert cluster.status()["running"] is False
+    # Another release's root had the state directory, /home, /proc, /dev and /sys bound into it.
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    assert [m for m in mounts if m.startswith(f"{cluster.state_dir}/")] == []
 
 
 def _jobs_of(user: str) -> list[int]:
