@@ -35,6 +35,7 @@ RELEASE_TIER = [
     "tests/integration/test_login_shells.py",
     "tests/integration/test_login_nodes.py",
     "tests/integration/test_jump_hosts.py",
+    "tests/integration/test_job_environment.py",
     "tests/covalent/test_workflows.py",
 ]
 

@@ -4,9 +4,9 @@ The host (Debian bookworm) ships Slurm 22.05 and OpenSSH 9.2. For Slurm 24.11 (a
 3.13) the local cluster builds a Debian trixie root with ``mmdebstrap`` once, keeps it as a tarball in a
 cache shared by every state directory (named after its package set, so a changed set builds a new one),
 and unpacks it into the cluster's state directory. Its daemons run by ``chroot`` with ``/proc``, ``/dev``
-and ``/sys`` bind-mounted, and with the state directory itself and ``/home`` bind-mounted at the same
-paths, so that every path in the generated configs means the same inside and outside, and the job user's
-home (its keys, the remote work directories) is one directory.
+(and ``/dev/shm``) and ``/sys`` bind-mounted, and with the state directory itself and ``/home``
+bind-mounted at the same paths, so that every path in the generated configs means the same inside and
+outside, and the job user's home (its keys, the remote work directories) is one directory.
 
 User ids differ between the two systems (``munge`` is 102 on the host and 100 in trixie): files a daemon
 of the root reads are owned by the root's ids, read from its ``/etc/passwd``. The job user is added to the
@@ -83,11 +83,15 @@ class Root:
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, chroot_release: ChrootRelease) -> Root:
-        """The root of a cluster kept in ``state_dir``; its state directory and /home are bound in."""
+        """The root of a cluster kept in ``state_dir``; its state directory and /home are bound in.
+
+        ``/dev/shm`` is a mount of its own under ``/dev``: without it, the root's is a directory only root
+        may write, and a job's ``multiprocessing`` (its semaphores) fails with a PermissionError.
+        """
         return cls(
             state_dir / "root",
             chroot_release,
-            (Path("/proc"), Path("/dev"), Path("/sys"), state_dir, Path("/home")),
+            (Path("/proc"), Path("/dev"), Path("/dev/shm"), Path("/sys"), state_dir, Path("/home")),
         )
 
     # ------------------------------------------------------------------------------------ building
