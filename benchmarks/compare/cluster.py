@@ -59,14 +59,20 @@ def drain(cluster: ClusterSettings, timeout: float = 90) -> bool:
     return False
 
 
+def _prefix(cluster: ClusterSettings) -> str:
+    # The home directory is shared by the benchmark clusters of both releases: each cleans only its own
+    # (the host release's "compare-*" does not match another's "compare@<cluster>-*").
+    return WORKDIR_PREFIX if cluster.root_dir() is None else f"compare@{cluster.cluster_name}-"
+
+
 def workdir(cluster: ClusterSettings, name: str) -> str:
-    return f"/home/{cluster.user}/{WORKDIR_PREFIX}{name}"
+    return f"/home/{cluster.user}/{_prefix(cluster)}{name}"
 
 
 def remove_workdirs(cluster: ClusterSettings) -> None:
     """Remove what the contenders left in the job user's home (same machine, so no SSH)."""
     home = Path(f"/home/{cluster.user}")
-    for path in home.glob(f"{WORKDIR_PREFIX}*"):
+    for path in home.glob(f"{_prefix(cluster)}*"):
         shutil.rmtree(path, ignore_errors=True)
     # covalent's config directories of csp's jobs, in /tmp of the login node (or of the cluster's root).
     root = cluster.root_dir()
