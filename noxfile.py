@@ -21,8 +21,9 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 
 # What runs against Slurm 24.11 as well: the SDK's core (submit, exceptions, maps and arrays, cancel, end
 # states, purged jobs through sacct, the watcher, connection drops and slurmctld restarts, reattach, what
-# the session learns of the release) and Covalent's workflows. Login users of other shells are made on the
-# 22.05 cluster only (LocalCluster.login_user does not add them to the 24.11 root yet). Everything else runs against 22.05, the host's own release.
+# the session learns of the release), login nodes as sites run them (login users of other shells, noisy
+# start-up files, external or no SFTP, jump hosts) and Covalent's workflows. Everything else runs against
+# 22.05, the host's own release.
 RELEASE_TIER = [
     "tests/unit",
     "tests/integration/test_session.py",
@@ -32,6 +33,10 @@ RELEASE_TIER = [
     "tests/integration/test_throughput.py",
     "tests/integration/test_reattach.py",
     "tests/integration/test_cluster_info.py",
+    "tests/integration/test_login_shells.py",
+    "tests/integration/test_login_nodes.py",
+    "tests/integration/test_jump_hosts.py",
+    "tests/integration/test_job_environment.py",
     "tests/covalent/test_workflows.py",
 ]
 

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.job_venvs import make_venv
 from slurmbatch.testing import DEFAULT_STATE_DIR, ClusterSettings, LocalCluster
 from slurmbatch.testing.logins import SshdLogMark
 
@@ -158,11 +159,13 @@ def stop_server(root: Path) -> None:
     pid_file.unlink(missing_ok=True)
 
 
-def csp_job_side(csp_python: Path, bench_dir: Path, scratch: Path) -> Path:
+def csp_job_side(csp_python: Path, bench_dir: Path, scratch: Path, *, root: Path | None = None) -> Path:
     """What covalent-slurm-plugin needs on the job side; return the file to pass as ``bashrc_path``.
 
-    A venv of the cluster's system Python with covalent and cloudpickle at the server's versions (kept
-    between runs), activated by a bashrc file that also defines a no-op ``conda``.
+    A venv of the cluster's system Python (in ``root``, the cluster's Debian root, for a Slurm release
+    other than the host's) with covalent and cloudpickle at the server's versions (kept between runs),
+    activated by a bashrc file that also defines a no-op ``conda``. Raises
+    :class:`~benchmarks.job_venvs.VenvUnavailable` when covalent does not install there.
     """
     # Importing covalent writes its config: keep that in the scratch directory, not in $HOME.
     env = dict(os.environ, **covalent_env(scratch / "probe", free_port(), home=scratch / "probe"))
@@ -179,29 +182,17 @@ def csp_job_side(csp_python: Path, bench_dir: Path, scratch: Path) -> Path:
     ).stdout.split()
     covalent_version, cloudpickle_version = versions
     venv = bench_dir / "csp-job-venv"
-    check = "import covalent, cloudpickle; print(covalent.__version__, cloudpickle.__version__)"
-    python = venv / "bin" / "python"
-    have = (
-        python.exists()
-        and subprocess.run(
-            [str(python), "-c", check], capture_output=True, text=True, env=env, check=False
-        ).stdout.split()
-        == versions
+    check = (
+        "import covalent, cloudpickle; "
+        f"assert (covalent.__version__, cloudpickle.__version__) == {tuple(versions)!r}"
     )
-    if not have:
-        print(f"installing covalent=={covalent_version} for the job side in {venv} (once)...", flush=True)
-        shutil.rmtree(venv, ignore_errors=True)
-        subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [
-                str(venv / "bin/pip"),
-                "install",
-                "--quiet",
-                f"covalent=={covalent_version}",
-                f"cloudpickle=={cloudpickle_version}",
-            ],
-            check=True,
-        )
+    make_venv(
+        venv,
+        [f"covalent=={covalent_version}", f"cloudpickle=={cloudpickle_version}"],
+        check,
+        root=root,
+        env=env,
+    )
     bashrc = bench_dir / "csp-bashrc"
     bashrc.write_text(
         "# The job side of covalent-slurm-plugin on the local cluster.\n"

@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import attrs
+
 from slurmbatch.testing import ClusterOptions, ClusterSettings, LocalCluster
 
 # Its own state directory: starting, reusing or stopping it never touches another cluster.
@@ -19,11 +21,22 @@ DEFAULT_STATE_DIR = (
     Path(os.environ.get("SLURMBATCH_TEST_CLUSTER_ROOT", "/var/lib/slurmbatch/bench")) / "compare"
 )
 OPTIONS = ClusterOptions()  # 2 nodes advertising 16 CPUs each, sshd MaxSessions 10, MaxStartups 10:30:100
+HOST_RELEASE = OPTIONS.slurm
 WORKDIR_PREFIX = "compare-"
 
 
-def start(state_dir: Path) -> ClusterSettings:
-    return LocalCluster(state_dir, OPTIONS).up()
+def options(slurm: str) -> ClusterOptions:
+    """The benchmark cluster's options for Slurm release ``slurm``: the same cluster otherwise."""
+    return attrs.evolve(OPTIONS, slurm=slurm)
+
+
+def state_dir_for(slurm: str) -> Path:
+    """The benchmark cluster of each release has its own state directory, so both can run at once."""
+    return DEFAULT_STATE_DIR if slurm == HOST_RELEASE else DEFAULT_STATE_DIR.with_name(f"compare-{slurm}")
+
+
+def start(state_dir: Path, slurm: str = HOST_RELEASE) -> ClusterSettings:
+    return LocalCluster(state_dir, options(slurm)).up()
 
 
 def slurm(cluster: ClusterSettings, *argv: str, timeout: float = 60) -> str:
@@ -46,14 +59,22 @@ def drain(cluster: ClusterSettings, timeout: float = 90) -> bool:
     return False
 
 
+def _prefix(cluster: ClusterSettings) -> str:
+    # The home directory is shared by the benchmark clusters of both releases: each cleans only its own
+    # (the host release's "compare-*" does not match another's "compare@<cluster>-*").
+    return WORKDIR_PREFIX if cluster.root_dir() is None else f"compare@{cluster.cluster_name}-"
+
+
 def workdir(cluster: ClusterSettings, name: str) -> str:
-    return f"/home/{cluster.user}/{WORKDIR_PREFIX}{name}"
+    return f"/home/{cluster.user}/{_prefix(cluster)}{name}"
 
 
 def remove_workdirs(cluster: ClusterSettings) -> None:
     """Remove what the contenders left in the job user's home (same machine, so no SSH)."""
     home = Path(f"/home/{cluster.user}")
-    for path in home.glob(f"{WORKDIR_PREFIX}*"):
+    for path in home.glob(f"{_prefix(cluster)}*"):
         shutil.rmtree(path, ignore_errors=True)
-    for path in Path("/tmp").glob("compare-csp-*"):
+    # covalent's config directories of csp's jobs, in /tmp of the login node (or of the cluster's root).
+    root = cluster.root_dir()
+    for path in (Path("/tmp") if root is None else root / "tmp").glob("compare-csp-*"):
         shutil.rmtree(path, ignore_errors=True)

@@ -41,6 +41,7 @@ class Contender:
     key: str
     label: str
     tasks: tuple[Task, ...]
+    unavailable: str | None = None  # why it cannot run on this cluster: it is reported, not run
 
 
 @attrs.frozen
@@ -197,8 +198,10 @@ def invocation(ctx: Context, task: Task, run_id: str) -> tuple[list[str], dict[s
     if task.driver == "login_sbatch":
         return login_node(cluster, ["/usr/bin/python3", script, json.dumps(params)]), None
     if task.driver == "submitit_driver":
+        assert envs.submitit_python is not None, "an unavailable contender is not run"
         return login_node(cluster, [str(envs.submitit_python), script, json.dumps(params)]), None
     if task.driver == "csp_driver":
+        assert envs.csp_python is not None, "an unavailable contender is not run"
         params["bashrc"] = str(envs.csp_bashrc)
         env = isolated_covalent(scratch, home=envs.csp_home)
         return [str(envs.csp_python), script, json.dumps(params)], env

@@ -26,7 +26,7 @@ def run_all(
 ) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for phase in PHASES:
-        pairs = [(c, t) for c in contenders for t in c.tasks if t.measure == phase]
+        pairs = [(c, t) for c in contenders if c.unavailable is None for t in c.tasks if t.measure == phase]
         repeats = ctx.mode.runs(phase)
         for repeat in range(repeats):
             for contender, task in pairs if repeat % 2 == 0 else pairs[::-1]:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .cluster import HOST_RELEASE
 from .source import describe
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
@@ -59,7 +60,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         if r["rpcs_per_1000"] is not None:
             rpcs = f"{_num(r['rpcs_per_1000'])} ({_num(r['job_info_rpcs_per_1000'])})"
         errors = "none"
-        if r["error"]:
+        if r.get("unavailable"):
+            errors = r["unavailable"][:240].replace("|", "/").replace("\n", " ")
+        elif r["error"]:
             what = (
                 f"{r['failed_runs']} failed runs" if r["failed_runs"] else f"{r['failed_jobs']} failed jobs"
             )
@@ -140,8 +143,10 @@ def markdown(doc: dict[str, Any], rows: list[dict[str, Any]], chart: Path) -> st
         if not netem["available"]
         else "netem works here, but the harness has no RTT variant of the runs yet: not run"
     )
+    slurm = doc["versions"].get("slurm", "?")
     parts = [
-        f"Run {doc['date']} (`{doc['command']}`, {mode['name']} mode, {doc['seconds']:.0f} s); "
+        f"Run {doc['date']} (`{doc['command']}`, {mode['name']} mode, {doc['seconds']:.0f} s) against "
+        f"{slurm}, client Python {doc['versions'].get('python', '?')}; "
         f"local cluster: {len(cluster['nodes'])} nodes advertising {cluster['cpus_per_node']} CPUs each on "
         f"{doc['machine']['cpus']} cores, sshd MaxSessions {cluster['max_sessions']}, MaxStartups "
         f"{cluster['max_startups']}; load average {doc['machine']['load_before'][0]:.1f} before, "
@@ -218,7 +223,11 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
 def write(doc: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[Path, str]:
     """Write the JSON, the chart and the markdown; return the markdown's path and text."""
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / doc["date"][:10]
+    # A run against another Slurm release than the host's is kept beside that day's host run.
+    release = doc.get("slurm_release")
+    # (The release's dot would read as a file suffix: 2026-12-08-slurm-24-11.json.)
+    suffix = f"-slurm-{release.replace('.', '-')}" if release and release != HOST_RELEASE else ""
+    stem = RESULTS / (doc["date"][:10] + suffix)
     png = stem.with_suffix(".png")
     chart(rows, png)
     text = markdown(doc, rows, png)

@@ -61,6 +61,8 @@ def row(contender: Contender, runs: list[dict[str, Any]]) -> dict[str, Any]:
     per_job = [1000 * r["result"]["cpu_seconds"] / r["result"]["jobs"] for r in costly if r["result"]["jobs"]]
     cit = [r["citizenship"] for r in costly]
     errors = [r["result"]["error"] for r in runs if "error" in r["result"]]
+    if contender.unavailable is not None:
+        errors = [contender.unavailable]
     failed_jobs = sum(r["result"].get("failed", 0) for r in ok)
     first_job_error = next((e for r in ok for e in r["result"].get("errors", [])), None)
     return {
@@ -95,4 +97,5 @@ def row(contender: Contender, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "failed_runs": len(errors),
         "error": errors[0] if errors else first_job_error,
         "runs": len(runs),
+        "unavailable": contender.unavailable,
     }

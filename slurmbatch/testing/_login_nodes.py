@@ -91,6 +91,9 @@ class LoginNodes:
         groups: list[str] = []
         if variant.login_users:
             _login_users.ensure_login_group(self.job_user)
+            if self.store.root is not None:
+                # The root's sshd checks AllowGroups against the root's /etc/group.
+                self.store.root.add_host_group(_login_users.LOGIN_GROUP)
             groups = [_login_users.LOGIN_GROUP]
         config = layout.sshd_config(port)
         config.write_text(
@@ -161,7 +164,7 @@ class LoginNodes:
                 "start_sshd(..., login_users=True), or leave port out for the cluster's login sshd."
             )
         _login_users.ensure_login_group(self.job_user)
-        user = _login_users.ensure_login_user(name, shell=shell, dotfiles=dotfiles)
+        user = _login_users.ensure_login_user(name, shell=shell, dotfiles=dotfiles, root=self.store.root)
         state = self.store.require()
         if name not in state.setdefault("login_users", []):
             state["login_users"].append(name)

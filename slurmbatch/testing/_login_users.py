@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from . import _install
 from ._processes import ClusterError, run
+from ._root import Root
 
 __all__ = [
     "BASHRC_GREETING",
@@ -111,10 +112,15 @@ def ensure_login_group(job_user: str) -> None:
         run(["usermod", "-a", "-G", LOGIN_GROUP, job_user])
 
 
-def ensure_login_user(name: str, *, shell: str, dotfiles: Mapping[str, str]) -> pwd.struct_passwd:
+def ensure_login_user(
+    name: str, *, shell: str, dotfiles: Mapping[str, str], root: Root | None = None
+) -> pwd.struct_passwd:
     """Create (or update) login user ``name`` with ``shell`` and exactly the start-up files ``dotfiles``.
 
-    ``dotfiles`` maps paths relative to the home directory to their text.
+    ``dotfiles`` maps paths relative to the home directory to their text. With ``root`` (the Debian root
+    of another Slurm release), the account is made on the host as well, so that its ids and its home under
+    the bound ``/home`` are the same on both sides, then copied into the root with the login group; the
+    shell must be one the root has, and the defaults of other start-up files are the root's.
     """
     check_name(name)
     normalized: dict[str, str] = {}
@@ -125,7 +131,10 @@ def ensure_login_user(name: str, *, shell: str, dotfiles: Mapping[str, str]) -> 
                 f"dotfiles key {path!r} must be a path inside the home directory, like '.bashrc'."
             )
         normalized[str(relative)] = text
-    ensure_shell(shell)
+    if root is None:
+        ensure_shell(shell)
+    else:
+        ensure_root_shell(root, shell)
     try:
         user = pwd.getpwnam(name)
     except KeyError:
@@ -137,18 +146,34 @@ def ensure_login_user(name: str, *, shell: str, dotfiles: Mapping[str, str]) -> 
     # useradd locks the password ("!") and sshd then refuses even key logins; "*" is "no password".
     run(["usermod", "-p", "*", name])
     user = pwd.getpwnam(name)
-    _write_dotfiles(user, normalized)
+    if root is not None:
+        root.add_host_user(name)
+        root.add_host_group(LOGIN_GROUP)
+    skel = Path("/etc/skel") if root is None else root.inside("/etc/skel")
+    _write_dotfiles(user, normalized, skel)
     return user
 
 
-def _write_dotfiles(user: pwd.struct_passwd, dotfiles: Mapping[str, str]) -> None:
+def ensure_root_shell(root: Root, shell: str) -> None:
+    """Refuse a login shell the root lacks: its packages are fixed when the root is built."""
+    if root.inside(shell).exists():
+        return
+    package = SHELL_PACKAGES.get(shell, "the package that provides it")
+    raise ClusterError(
+        f"The {root.release.suite} root of Slurm {root.release.slurm} has no login shell {shell}. Add "
+        f"{package} to that release's packages in slurmbatch/testing/_root.py (a new root is built on the "
+        "next `up`), or pick a shell it has."
+    )
+
+
+def _write_dotfiles(user: pwd.struct_passwd, dotfiles: Mapping[str, str], skel_dir: Path) -> None:
     home = Path(user.pw_dir)
     for path in sorted(set(STARTUP_FILES) | set(dotfiles)):
         target = home / path
         if path in dotfiles:
             text: str | None = dotfiles[path]
         else:
-            skel = Path("/etc/skel") / path
+            skel = skel_dir / path
             text = skel.read_text() if skel.is_file() else None
         if text is None:
             if target.is_file() or target.is_symlink():

@@ -4,9 +4,9 @@ The host (Debian bookworm) ships Slurm 22.05 and OpenSSH 9.2. For Slurm 24.11 (a
 3.13) the local cluster builds a Debian trixie root with ``mmdebstrap`` once, keeps it as a tarball in a
 cache shared by every state directory (named after its package set, so a changed set builds a new one),
 and unpacks it into the cluster's state directory. Its daemons run by ``chroot`` with ``/proc``, ``/dev``
-and ``/sys`` bind-mounted, and with the state directory itself and ``/home`` bind-mounted at the same
-paths, so that every path in the generated configs means the same inside and outside, and the job user's
-home (its keys, the remote work directories) is one directory.
+(and ``/dev/shm``) and ``/sys`` bind-mounted, and with the state directory itself and ``/home``
+bind-mounted at the same paths, so that every path in the generated configs means the same inside and
+outside, and the job user's home (its keys, the remote work directories) is one directory.
 
 User ids differ between the two systems (``munge`` is 102 on the host and 100 in trixie): files a daemon
 of the root reads are owned by the root's ids, read from its ``/etc/passwd``. The job user is added to the
@@ -15,6 +15,7 @@ root with the host's ids.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -82,19 +83,35 @@ class Root:
 
     @classmethod
     def in_state_dir(cls, state_dir: Path, chroot_release: ChrootRelease) -> Root:
-        """The root of a cluster kept in ``state_dir``; its state directory and /home are bound in."""
+        """The root of a cluster kept in ``state_dir``; its state directory and /home are bound in.
+
+        ``/dev/shm`` is a mount of its own under ``/dev``: without it, the root's is a directory only root
+        may write, and a job's ``multiprocessing`` (its semaphores) fails with a PermissionError.
+        """
         return cls(
             state_dir / "root",
             chroot_release,
-            (Path("/proc"), Path("/dev"), Path("/sys"), state_dir, Path("/home")),
+            (Path("/proc"), Path("/dev"), Path("/dev/shm"), Path("/sys"), state_dir, Path("/home")),
         )
 
     # ------------------------------------------------------------------------------------ building
     def tarball(self) -> Path:
-        """Build the root's tarball once (about a minute), or reuse the cached one."""
+        """Build the root's tarball once (about a minute), or reuse the cached one.
+
+        Clusters started at the same time (test runs in parallel) build it once: the first takes a lock
+        on the cache, the others wait for it and reuse its tarball.
+        """
         cached = ROOT_CACHE / f"{self.release.key}.tar"
         if cached.exists():
             return cached
+        ROOT_CACHE.mkdir(parents=True, exist_ok=True)
+        with (ROOT_CACHE / f"{self.release.key}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not cached.exists():
+                self._build(cached)
+        return cached
+
+    def _build(self, cached: Path) -> None:
         if shutil.which("mmdebstrap") is None:
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             run(["apt-get", "update", "-qq"], env=env, timeout=600)
@@ -103,7 +120,6 @@ class Root:
                 env=env,
                 timeout=1200,
             )
-        ROOT_CACHE.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".part.tar")
         run(
             [
@@ -117,7 +133,6 @@ class Root:
             timeout=1800,
         )
         partial.replace(cached)
-        return cached
 
     def unpack(self) -> None:
         """Unpack the cached root into the state directory, unless that very root is there already."""
@@ -183,6 +198,10 @@ class Root:
         self._set_line("passwd", entry)
         self._set_line("group", _line("/etc/group", group_name))
         self._set_line("shadow", f"{name}:*:19000:0:99999:7:::")
+
+    def add_host_group(self, name: str) -> None:
+        """Give the root the host group ``name`` with the host's gid and members (sshd's AllowGroups)."""
+        self._set_line("group", _line("/etc/group", name))
 
     def _set_line(self, file: str, line: str) -> None:
         name = line.split(":", 1)[0]

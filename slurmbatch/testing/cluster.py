@@ -214,8 +214,8 @@ class LocalCluster:
     ) -> ClusterSettings:
         """Add (or update) a login user like real sites have; return the settings to reach it.
 
-        ``shell`` is its login shell (``/bin/bash``, ``/usr/bin/tcsh``, ...; the Debian package is
-        installed when missing). ``dotfiles`` maps paths in its home directory to their text, e.g.
+        ``shell`` is its login shell (``/bin/bash``, ``/usr/bin/tcsh``, ...; on the host's release the
+        Debian package is installed when missing, another release's root has bash, dash and tcsh). ``dotfiles`` maps paths in its home directory to their text, e.g.
         `NOISY_BASHRC` (``~/.bashrc`` printing a line to stdout) or `SITE_NOTICE_CSHRC` (``~/.cshrc``
         writing a notice to stderr); every other start-up file is reset to Debian's quiet default. The
         user submits to the same Slurm and runs the same job-side Python (``settings.python``); its
@@ -223,11 +223,6 @@ class LocalCluster:
         ``start_sshd(login_users=True)``; by default the cluster's own login-user sshd, started on first
         use. The user stays after ``down()``, like the job user; its jobs do not.
         """
-        if self._store.root is not None:
-            raise ClusterError(
-                f"login_user() is offered on the host's Slurm 22.05 cluster only; the Slurm {self.options.slurm} "
-                "root does not know login users yet."
-            )
         base = self.settings()
         return self._logins.login_user(base, name, shell=shell, dotfiles=dotfiles or {}, port=port)
 

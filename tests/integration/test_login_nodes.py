@@ -32,7 +32,7 @@ from slurmbatch.testing._processes import processes_marked
 from slurmbatch.testing._ssh_configs import EXTERNAL_SFTP_SERVER
 from slurmbatch.testing.cluster import MARKER
 from slurmbatch.testing.logins import SshdLogMark
-from slurmbatch.testing.pytest_plugin import TEST_OPTIONS, TEST_STATE_ROOT
+from slurmbatch.testing.pytest_plugin import TEST_OPTIONS, state_dir_for
 
 pytestmark = pytest.mark.cluster
 
@@ -137,7 +137,8 @@ def test_the_external_sftp_server_runs_through_the_login_shell(
             conn.start_sftp_client() as sftp,
         ):
             assert await sftp.exists(settings.python)
-            return [owner for exe, owner in _processes() if exe == EXTERNAL_SFTP_SERVER]
+            # On another Slurm release the program is the cluster root's copy: the host sees its path there.
+            return [owner for exe, owner in _processes() if exe.endswith(EXTERNAL_SFTP_SERVER)]
 
     assert slurm_cluster.user in asyncio.run(sftp_server_processes(quiet))
 
@@ -189,7 +190,7 @@ def test_login_users_reach_only_sshds_that_let_them_in(local_cluster: LocalClust
 
 def test_down_stops_every_sshd_and_the_login_users_jobs() -> None:
     cluster = LocalCluster(
-        TEST_STATE_ROOT / "test-cluster-logins-lifecycle", attrs.evolve(TEST_OPTIONS, nodes=1)
+        state_dir_for("test-cluster-logins-lifecycle"), attrs.evolve(TEST_OPTIONS, nodes=1)
     )
     cluster.up()
     try:
@@ -216,6 +217,9 @@ def test_down_stops_every_sshd_and_the_login_users_jobs() -> None:
             or "Z" in Path(f"/proc/{daemon['pid']}/stat").read_text()
         )
     assert cluster.status()["running"] is False
+    # Another release's root had the state directory, /home, /proc, /dev and /sys bound into it.
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    assert [m for m in mounts if m.startswith(f"{cluster.state_dir}/")] == []
 
 
 def _jobs_of(user: str) -> list[int]:
