@@ -31,11 +31,13 @@ from ._errors import (
 from ._sync_future import SyncJobFuture
 from .executor import SlurmExecutor
 from .future import JobFuture
+from .one_time_codes import terminal_prompt, totp, totp_answers
 from .rpc_budget import RpcBudget
 from .session import SlurmSession
 from .slurm.release import ClusterInfo
 from .slurm.states import JobState
 from .spec import JobSpec
+from .transport.kbdint import KbdintHandler
 
 __all__ = [
     "ClusterInfo",
@@ -52,6 +54,7 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "JournalError",
+    "KbdintHandler",
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
@@ -62,4 +65,7 @@ __all__ = [
     "SlurmSession",
     "SubmissionError",
     "SyncJobFuture",
+    "terminal_prompt",
+    "totp",
+    "totp_answers",
 ]

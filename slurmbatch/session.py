@@ -34,6 +34,8 @@ from .rpc_budget import RpcBudget, TokenBucket
 from .slurm.release import ClusterInfo
 from .spec import JobSpec
 from .transport import ConnectSettings, SSHPool
+from .transport.kbdint import KbdintHandler
+from .transport.select import TransportName, checked_transport
 
 __all__ = ["SlurmSession"]
 
@@ -105,6 +107,21 @@ class SlurmSession(SessionLifecycle):
         cancel_timeout: Seconds the block's exit may spend on each of: waiting for submissions still
             under way, and cancelling live jobs. Jobs it could not cancel in time are named (in the log
             and in their futures' errors), never silently left behind.
+        kbdint: Answers the login node's keyboard-interactive prompts (multi-factor sites: a one-time
+            code, a password): ``kbdint(name, instructions, prompts) -> answers``, one answer per
+            ``(text, echo)`` prompt, a plain function (run in a worker thread) or a coroutine function
+            (run on this event loop). It is called at every login, reconnects included, never twice at
+            once: :func:`totp_answers` (a TOTP secret) and :func:`terminal_prompt` are ready-made. A
+            login the site refuses raises :class:`ConnectError` saying so. Keep ``connect_timeout``
+            longer than a person needs to type a code.
+        transport: ``"openssh"`` runs every command over your running OpenSSH ControlMaster (``ssh -S
+            <ControlPath> host cmd``): no login, key or code of the session's own; files then travel
+            over exec channels, at most ``max_channels`` commands at once. ``"asyncssh"`` always opens
+            connections of its own. ``"auto"`` (default) takes the master when the ssh config names a
+            ``ControlPath`` for ``host`` and a master answers there. A master that is gone (and does not
+            come back within ``reconnect_deadline``) raises :class:`ConnectError` saying to run ``ssh
+            host`` in a terminal.
+        control_path: The master's socket, when the ssh config does not name it.
     """
 
     def __init__(
@@ -134,6 +151,9 @@ class SlurmSession(SessionLifecycle):
         journal: str | Path | bool = True,
         max_argument_bytes: int | None = 1 << 30,
         cancel_timeout: float = 60.0,
+        kbdint: KbdintHandler | None = None,
+        transport: TransportName = "auto",
+        control_path: str | None = None,
     ) -> None:
         self.settings: ConnectSettings = connect_settings(
             host,
@@ -146,6 +166,7 @@ class SlurmSession(SessionLifecycle):
             verify_host_key=verify_host_key,
             ssh_config=ssh_config,
             connect_timeout=connect_timeout,
+            kbdint=kbdint,
         )
         _probe.python_command(python)  # fail now on an empty interpreter name
         if default_spec is not None and not isinstance(default_spec, JobSpec):
@@ -158,6 +179,8 @@ class SlurmSession(SessionLifecycle):
         SSHPool.check_limits(
             max_connections=max_connections, max_channels=max_channels, reconnect_deadline=reconnect_deadline
         )
+        self._transport = checked_transport(transport, control_path)
+        self._control_path = control_path
         self._status_interval = checked_interval(status_interval)
         self._reconnect_deadline = float(reconnect_deadline)
         self._cancel_timeout = checked_cancel_timeout(cancel_timeout)

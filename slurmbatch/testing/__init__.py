@@ -16,6 +16,7 @@ from ._login_users import (
     SITE_NOTICE,
     SITE_NOTICE_CSHRC,
 )
+from ._mfa_login import MfaLoginNode
 from ._processes import ClusterError
 from .cluster import DEFAULT_STATE_DIR, ClusterSettings, JumpHosts, LocalCluster
 
@@ -33,4 +34,5 @@ __all__ = [
     "ClusterSettings",
     "JumpHosts",
     "LocalCluster",
+    "MfaLoginNode",
 ]
