@@ -60,8 +60,12 @@ async def connect(
 
     try:
         return await open_route(settings, route, new_client)
-    except asyncssh.PermissionDenied as error:
+    except asyncssh.DisconnectError as error:
+        # sshd asks again after a wrong code, and disconnects after MaxAuthTries ("Too many
+        # authentication failures"); a connection lost mid-login is throttling, retried as usual.
         client = clients[-1] if clients else None
+        if error.code == asyncssh.DISC_CONNECTION_LOST:
+            raise
         if client is not None and client.failure is not None:
             raise client.failure from error
         if client is not None and client.challenges:
@@ -186,6 +190,13 @@ def _describe(
             f"{where} refused to log in user {target.user!r} with {_keys_tried(settings, options)}. "
             f"Check the user name, and that the matching public key is in ~{target.user}/.ssh/authorized_keys "
             "on the server (ssh-copy-id does this)."
+            + (
+                " If the site also asks for a one-time code or a password (multi-factor login), pass "
+                "kbdint=slurmbatch.terminal_prompt (or totp_answers(secret)), or log in with `ssh` in a "
+                "terminal with a ControlMaster and use transport='openssh'."
+                if settings.kbdint is None
+                else ""
+            )
         )
     if isinstance(error, asyncssh.HostKeyNotVerifiable):
         return _describe_host_key(settings, options, target)

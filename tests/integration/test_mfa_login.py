@@ -7,12 +7,14 @@ connection and a reconnect a moment later log in whatever the clock says.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import cloudpickle
 import pytest
 
 from slurmbatch import (
@@ -28,6 +30,8 @@ from slurmbatch import (
 from slurmbatch.testing import ClusterSettings, LocalCluster, MfaLoginNode
 
 from .conftest import session_options
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 pytestmark = pytest.mark.cluster
 both_backends = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
@@ -126,7 +130,7 @@ async def test_wrong_code_or_failing_handler_is_a_plain_connect_error(
         async with SlurmSession("127.0.0.1", **mfa_options(slurm_cluster, mfa_node, kbdint=no_token)):
             pass
 
-    with pytest.raises(ConnectError, match="refused to log in"):
+    with pytest.raises(ConnectError, match="refused to log in.*one-time code.*kbdint="):
         async with SlurmSession("127.0.0.1", **mfa_options(slurm_cluster, mfa_node)):
             pass
 
