@@ -130,7 +130,7 @@ async def test_wrong_code_or_failing_handler_is_a_plain_connect_error(
         async with SlurmSession("127.0.0.1", **mfa_options(slurm_cluster, mfa_node, kbdint=no_token)):
             pass
 
-    with pytest.raises(ConnectError, match="refused to log in.*one-time code.*kbdint="):
+    with pytest.raises(ConnectError, match=r"refused to log in.*one-time code.*kbdint="):
         async with SlurmSession("127.0.0.1", **mfa_options(slurm_cluster, mfa_node)):
             pass
 
