@@ -7,6 +7,7 @@ with other login shells and noisy start-up files (the ``NOISY_*`` and ``SITE_NOT
 """
 
 from ._configs import ClusterOptions
+from ._control_master import ControlMaster
 from ._login_users import (
     BASHRC_GREETING,
     CSHRC_GREETING,
@@ -32,6 +33,7 @@ __all__ = [
     "ClusterError",
     "ClusterOptions",
     "ClusterSettings",
+    "ControlMaster",
     "JumpHosts",
     "LocalCluster",
     "MfaLoginNode",

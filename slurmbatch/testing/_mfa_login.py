@@ -27,6 +27,7 @@ from pathlib import Path
 import attrs
 
 from . import _install
+from ._control_master import ControlMaster
 from ._layout import ClusterLayout, free_ports
 from ._processes import succeeds, wait_until
 from ._ssh_configs import SshdVariant, sshd_config
@@ -68,6 +69,17 @@ class MfaLoginNode:
     def ssh_argv(self, *args: str) -> list[str]:
         """``ssh -F <ssh_config> <alias> args...``."""
         return ["ssh", "-F", self.ssh_config, self.alias, *args]
+
+    def start_control_master(self, known_hosts: str) -> ControlMaster:
+        """Log in once with the system ``ssh`` (key and code) as a ControlMaster; see `ControlMaster`."""
+        return ControlMaster.start(
+            host="127.0.0.1",
+            port=self.port,
+            user=self.user,
+            known_hosts=known_hosts,
+            login_argv=self.ssh_argv(),
+            env=self.ssh_env(),
+        )
 
 
 def start_mfa_login_node(store: StateFile, job_user: str) -> MfaLoginNode:

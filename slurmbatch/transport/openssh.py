@@ -250,8 +250,11 @@ class OpenSSHTransport:
 
     # ------------------------------------------------------------------------------- internals
     def _argv(self, *tail: str) -> list[str]:
-        # ControlMaster=no: never become a master ourselves; BatchMode: never prompt on our behalf.
+        # ControlMaster=no: never become a master ourselves; BatchMode: never prompt on our behalf. When
+        # the master's socket does not answer, ssh would log in on its own: a ProxyCommand (used only
+        # then) that connects nowhere stops that, before anything could have run.
         options = ["-S", self._control_path, "-o", "ControlMaster=no", "-o", "BatchMode=yes", "-T"]
+        options += ["-o", "ProxyCommand=false"]
         return [*_ssh_argv(self._settings), *options, self._settings.host, *tail]
 
     def _require_open(self) -> None:
@@ -381,9 +384,13 @@ class ProcessLines:
 
 
 def _never_reached_master(stderr: str) -> bool:
-    """Whether ssh failed before handing the command to the master (so the command never ran)."""
-    text = stderr.lower()
-    return "control socket connect" in text or ("controlsocket" in text and "not running" in text)
+    """Whether ssh failed before handing the command to the master (so the command never ran).
+
+    Then ssh went on to a connection of its own through ``ProxyCommand=false``, which closes before the
+    key exchange: only a new connection prints ``kex_exchange_identification``, never a session of a
+    master; ssh's own name for a proxied peer is ``UNKNOWN port 65535``.
+    """
+    return "kex_exchange_identification" in stderr or "UNKNOWN port 65535" in stderr
 
 
 async def _communicate(process: anyio.abc.Process, stdin: bytes) -> tuple[bytes, bytes]:
