@@ -23,28 +23,27 @@ import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 import anyio
-import anyio.abc
 
 from slurmbatch._errors import ConnectError, ConnectionLost, IncompleteReply, SessionClosedError
 
+from ._ssh_process import ProcessLines, communicate, end_process
 from .exec_files import ExecFileSession
 from .framing import ScriptFrame
 from .result import CommandResult
 from .settings import ConnectSettings
 from .sftp import SFTPClient
 from .stats import PoolStats
-from .stream import LineSplitter
 
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["OpenSSHTransport", "find_control_path"]
 
-_CHUNK = 65536
 _MASTER_POLL = 0.5  # seconds between checks of a master that is gone, while waiting for it
+_LOOKUP_TIMEOUT = 10.0  # seconds for `ssh -G` and `ssh -O check` when looking for a master
 _SSH_FAILED = 255  # ssh's own exit status for its own failures
 
 
@@ -62,19 +61,21 @@ async def find_control_path(settings: ConnectSettings) -> str | None:
     """The ControlPath the ssh config gives ``settings.host``, if a master answers on it; else None."""
     if not settings.ssh_config or shutil.which("ssh") is None:
         return None
-    described = await anyio.run_process(
-        [*_ssh_argv(settings), "-G", settings.host], check=False, stdin=subprocess.DEVNULL
-    )
-    for line in described.stdout.decode(errors="replace").splitlines():
-        key, _, value = line.partition(" ")
-        if key == "controlpath" and value.strip() not in ("", "none"):
-            path = value.strip()
-            checked = await anyio.run_process(
-                [*_ssh_argv(settings), "-S", path, "-O", "check", settings.host],
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
-            return path if checked.returncode == 0 else None
+    # Bounded: a config whose `Match exec` hangs must not hold the session's opening up.
+    with anyio.move_on_after(_LOOKUP_TIMEOUT):
+        described = await anyio.run_process(
+            [*_ssh_argv(settings), "-G", settings.host], check=False, stdin=subprocess.DEVNULL
+        )
+        for line in described.stdout.decode(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "controlpath" and value.strip() not in ("", "none"):
+                path = value.strip()
+                checked = await anyio.run_process(
+                    [*_ssh_argv(settings), "-S", path, "-O", "check", settings.host],
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                )
+                return path if checked.returncode == 0 else None
     return None
 
 
@@ -282,7 +283,7 @@ class OpenSSHTransport:
         process = await anyio.open_process(self._argv(command))
         try:
             with anyio.move_on_after(timeout) as scope:
-                stdout, stderr = await _communicate(process, stdin)
+                stdout, stderr = await communicate(process, stdin)
                 status = await process.wait()
             if scope.cancelled_caught:
                 raise TimeoutError(
@@ -290,7 +291,7 @@ class OpenSSHTransport:
                     "process was ended"
                 )
         finally:
-            await _end(process)
+            await end_process(process)
         return status, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
     async def _master_alive(self) -> tuple[bool, str]:
@@ -324,63 +325,7 @@ class OpenSSHTransport:
                 await process.stdin.aclose()
                 yield ProcessLines(process, command, self._settings.host, frame)
             finally:
-                await _end(process)
-
-
-class ProcessLines:
-    """The lines an ``ssh`` process prints, as an async iterator, with `LineStream`'s contract."""
-
-    def __init__(
-        self, process: anyio.abc.Process, command: str, host: str, frame: ScriptFrame | None
-    ) -> None:
-        self._process = process
-        self._command = command
-        self._host = host
-        self._splitter = LineSplitter(frame)
-        self._stderr = b""
-
-    @property
-    def exit_status(self) -> int | None:
-        """The body's exit status (framed), else the command's, once it has exited."""
-        if self._splitter.frame is not None:
-            return self._splitter.framed_status
-        code = self._process.returncode
-        return code if code is not None and code >= 0 else None
-
-    @property
-    def exit_signal(self) -> str | None:
-        """Not known through ``ssh``: it reports a remote signal as exit status 255."""
-        return None
-
-    def __aiter__(self) -> ProcessLines:
-        return self
-
-    async def __anext__(self) -> str:
-        splitter = self._splitter
-        assert self._process.stdout is not None
-        while not splitter.lines and not splitter.ended:
-            try:
-                chunk = await self._process.stdout.receive(_CHUNK)  # cancel-safe: nothing is lost
-            except (anyio.EndOfStream, anyio.ClosedResourceError):
-                splitter.finish()
-                splitter.ended = True
-                await self._process.wait()
-            else:
-                splitter.feed(chunk)
-        if splitter.lines:
-            return splitter.lines.popleft()
-        if splitter.frame is not None and splitter.framed_status is None:
-            raise ConnectionLost(
-                f"the script {self._command[:80]!r} on {self._host} stopped before its end marker (ssh exit "
-                f"status {self._process.returncode}); the OpenSSH ControlMaster may have gone away",
-                host=self._host,
-            )
-        if self._process.returncode == _SSH_FAILED:
-            raise ConnectionLost(
-                f"ssh to {self._host} failed while {self._command[:80]!r} ran (exit status 255)",
-                host=self._host,
-            )
-        raise StopAsyncIteration
+                await end_process(process)
 
 
 def _never_reached_master(stderr: str) -> bool:
@@ -391,43 +336,3 @@ def _never_reached_master(stderr: str) -> bool:
     master; ssh's own name for a proxied peer is ``UNKNOWN port 65535``.
     """
     return "kex_exchange_identification" in stderr or "UNKNOWN port 65535" in stderr
-
-
-async def _communicate(process: anyio.abc.Process, stdin: bytes) -> tuple[bytes, bytes]:
-    out: list[bytes] = []
-    err: list[bytes] = []
-
-    async def feed() -> None:
-        assert process.stdin is not None
-        try:
-            if stdin:
-                await process.stdin.send(stdin)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the command stopped reading; its exit status tells the rest
-        finally:
-            await process.stdin.aclose()
-
-    async def drain(stream: anyio.abc.ByteReceiveStream | None, into: list[bytes]) -> None:
-        assert stream is not None
-        async for chunk in stream:
-            into.append(chunk)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(feed)
-        tg.start_soon(drain, process.stdout, out)
-        tg.start_soon(drain, process.stderr, err)
-    return b"".join(out), b"".join(err)
-
-
-async def _end(process: anyio.abc.Process) -> None:
-    """End an ssh process that may still run (cancelled, timed out) and reap it."""
-    with anyio.CancelScope(shield=True):
-        if process.returncode is None:
-            with suppress(ProcessLookupError):
-                process.terminate()
-            with anyio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        await process.aclose()
