@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pytest
 
 from slurmbatch import totp, totp_answers
-from slurmbatch.transport.kbdint import KbdintFailed, checked_answers
+from slurmbatch.transport.kbdint import KbdintClient, KbdintFailed, KbdintPrompt, checked_answers
 from slurmbatch.transport.select import checked_transport
 
 # RFC 6238 appendix B, SHA-1: the ASCII secret "12345678901234567890", 8 digits.
@@ -71,3 +72,26 @@ def test_transport_names_are_checked() -> None:
         checked_transport("asyncssh", "/tmp/cm")
     with pytest.raises(ValueError, match="control_path"):
         checked_transport("openssh", "  ")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.anyio
+async def test_the_kbdint_client_keeps_the_handlers_failure_and_skips_empty_rounds(
+    anyio_backend: str,
+) -> None:
+    async def wrong_count(name: str, instructions: str, prompts: Sequence[KbdintPrompt]) -> Sequence[str]:
+        return ["1", "2"]
+
+    async def raising(name: str, instructions: str, prompts: Sequence[KbdintPrompt]) -> Sequence[str]:
+        raise LookupError("no token plugged in")
+
+    prompts = [("Verification code: ", False)]
+    client = KbdintClient(wrong_count)
+    assert await client.kbdint_challenge_received("", "", "", []) == []  # a message round: not asked
+    assert client.challenges == 0
+    assert await client.kbdint_challenge_received("", "", "", prompts) is None
+    assert client.failure is not None and "2 answer(s) for 1 prompt(s)" in str(client.failure)
+    client = KbdintClient(raising)
+    assert await client.kbdint_challenge_received("", "", "", prompts) is None
+    assert client.failure is not None and isinstance(client.failure.cause, LookupError)
+    assert "raised LookupError: no token plugged in" in str(client.failure)
