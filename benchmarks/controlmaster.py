@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.jobs, args.samples, args.repeats = 40, 3, 1
-    cluster = LocalCluster().up()
+    cluster = LocalCluster(args.state_dir).up()
     login(cluster, "scancel --user $USER")
     master = master_for(cluster)
     transports: dict[str, dict[str, Any]] = {
