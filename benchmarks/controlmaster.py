@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument(
+        "--state-dir", help="the local cluster's state directory (one of its own: no one else's scancel)"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="a smoke run: 40 jobs, 3 samples, no results file"
     )
     args = parser.parse_args(argv)
