@@ -14,10 +14,8 @@ from . import _probe
 from ._errors import PayloadError, SessionClosedError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
-from ._lifecycle import SessionLifecycle
 from ._progress import require_rich, show_progress
 from ._reattach import reattach
-from ._reconnect import retry_lost
 from ._remote_layout import new_token
 from ._session_checks import (
     UNSET,
@@ -27,6 +25,7 @@ from ._session_checks import (
     connect_settings,
     slurm_setup_text,
 )
+from ._session_files import SessionFiles
 from ._submitter import ArrayShape, SubmitRequest
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function
@@ -43,7 +42,7 @@ logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
 
-class SlurmSession(SessionLifecycle):
+class SlurmSession(SessionFiles):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
 
     Use it as an async context manager; it works under asyncio and trio::
@@ -391,37 +390,6 @@ class SlurmSession(SessionLifecycle):
     # ------------------------------------------------------------------------------- jobs
     async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
         await self._jobs.cancel(futures)
-
-    async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
-        self._require_open(allow_closing=True)
-        path = self._layout.stdout(future.token) if stream == "stdout" else self._layout.stderr(future.token)
-        data = await self._reader.read(path)
-        return "" if data is None else data.decode(errors="replace")
-
-    async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
-        async def read() -> dict[str, bytes | None]:
-            async with self._pool.sftp() as sftp:
-                return await sftp.get_many(paths)
-
-        return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
-
-    def release(self, futures: Iterable[JobFuture[Any]]) -> None:
-        """Let the remote files of these finished jobs go now, instead of when the session ends.
-
-        With ``cleanup=True`` they are removed shortly after, in the background, together with those of
-        other released jobs (one command for many); their ``stdout()`` and ``stderr()`` can no longer be
-        read. Long-lived sessions call it once they are done with a job, so that the remote work
-        directory does not grow. Raises :class:`ValueError` for a job that has not finished.
-        """
-        self._require_open(allow_closing=True)
-        futures = list(futures)
-        unfinished = [f.job_id for f in futures if not f.done()]
-        if unfinished:
-            raise ValueError(
-                f"release() takes finished jobs only; still running: {', '.join(unfinished[:5])}. "
-                "Await them (or cancel them) first."
-            )
-        self._jobs.release(futures)
 
     def _require_open(self, *, allow_closing: bool = False) -> None:
         if self._state == "open" or (allow_closing and self._state == "closing"):
