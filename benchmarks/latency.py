@@ -110,17 +110,17 @@ def floor_sample(cluster: ClusterSettings, script_path: str) -> tuple[float, flo
     return float(start), float(end)
 
 
-def session_for(cluster: ClusterSettings) -> SlurmSession:
-    return SlurmSession(
-        "127.0.0.1",
-        port=cluster.port,
-        user=cluster.user,
-        key_file=cluster.key_file,
-        known_hosts=cluster.known_hosts,
-        ssh_config=(),
-        remote_workdir=cluster.remote_workdir,
-        python=cluster.python,
-    )
+def session_for(cluster: ClusterSettings, **overrides: Any) -> SlurmSession:
+    options: dict[str, Any] = {
+        "port": cluster.port,
+        "user": cluster.user,
+        "key_file": cluster.key_file,
+        "known_hosts": cluster.known_hosts,
+        "ssh_config": (),
+        "remote_workdir": cluster.remote_workdir,
+        "python": cluster.python,
+    }
+    return SlurmSession("127.0.0.1", **(options | overrides))
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -134,8 +134,11 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def latency(cluster: ClusterSettings, samples: int) -> dict[str, Any]:
-    """Alternate floor and P3 samples in one session; break each down at the moment the function ran."""
+async def latency(cluster: ClusterSettings, samples: int, **overrides: Any) -> dict[str, Any]:
+    """Alternate floor and P3 samples in one session; break each down at the moment the function ran.
+
+    ``overrides`` are options of that session (e.g. another transport).
+    """
     floor: dict[str, list[float]] = {"total": [], "sbatch_to_function": [], "function_to_end_seen": []}
     p3: dict[str, list[float]] = {
         "total": [],
@@ -143,7 +146,7 @@ async def latency(cluster: ClusterSettings, samples: int) -> dict[str, Any]:
         "submit_to_function": [],
         "function_to_result": [],
     }
-    async with session_for(cluster) as session:
+    async with session_for(cluster, **overrides) as session:
         warm = await session.submit(stamp)  # also uploads the runner and the function
         await warm
         # Its batch script and payload stay in W/jobs until the session ends: sbatch it as it is. Its

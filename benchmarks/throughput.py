@@ -88,8 +88,11 @@ def session_for(cluster: ClusterSettings, **overrides: Any) -> SlurmSession:
     return SlurmSession("127.0.0.1", **session_options(cluster, **overrides))
 
 
-async def submit_rate(cluster: ClusterSettings, jobs: int, *, distinct_specs: bool) -> dict[str, Any]:
-    async with session_for(cluster) as session:
+async def submit_rate(
+    cluster: ClusterSettings, jobs: int, *, distinct_specs: bool, **overrides: Any
+) -> dict[str, Any]:
+    """P1a (``distinct_specs=False``): ``jobs`` concurrent held submits; ``overrides`` are session options."""
+    async with session_for(cluster, **overrides) as session:
         specs = (
             [JobSpec(options={"hold": True}, variables={"SB_I": i}) for i in range(jobs)]
             if distinct_specs

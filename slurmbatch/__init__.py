@@ -39,11 +39,13 @@ from ._errors import (
 from ._sync_future import SyncJobFuture
 from .executor import SlurmExecutor
 from .future import JobFuture
+from .one_time_codes import terminal_prompt, totp, totp_answers
 from .rpc_budget import RpcBudget
 from .session import SlurmSession
 from .slurm.release import ClusterInfo
 from .slurm.states import JobState
 from .spec import JobSpec
+from .transport.kbdint import KbdintHandler
 
 #: The release of this package; the one place it is written (the build reads it from here).
 __version__ = "0.1.0"
@@ -63,6 +65,7 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "JournalError",
+    "KbdintHandler",
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
@@ -73,4 +76,7 @@ __all__ = [
     "SlurmSession",
     "SubmissionError",
     "SyncJobFuture",
+    "terminal_prompt",
+    "totp",
+    "totp_answers",
 ]

@@ -28,7 +28,7 @@ from .future import JobFuture
 from .rpc_budget import TokenBucket
 from .slurm.commands import scancel_commands
 from .slurm.states import JobState
-from .transport import SSHPool
+from .transport import Transport
 
 __all__ = ["JobCleanup"]
 
@@ -56,7 +56,7 @@ class JobCleanup:
 
     def __init__(
         self,
-        pool: SSHPool,
+        pool: Transport,
         layout: RemoteLayout,
         poller: Poller,
         submitter: Submitter,

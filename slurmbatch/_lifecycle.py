@@ -25,7 +25,8 @@ from .future import JobFuture
 from .payload import FunctionBlob, runner_digest, runner_source
 from .rpc_budget import RpcBudget, TokenBucket
 from .slurm.release import ClusterInfo
-from .transport import ConnectSettings, SSHPool
+from .transport import ConnectSettings, Transport
+from .transport.select import TransportName, open_transport
 
 __all__ = ["SessionLifecycle"]
 
@@ -56,7 +57,9 @@ class SessionLifecycle:
     _state: str
     _detached: bool
     _stack: contextlib.AsyncExitStack
-    _pool: SSHPool
+    _pool: Transport
+    _transport: TransportName
+    _control_path: str | None
     _layout: RemoteLayout
     _poller: Poller
     _submitter: Submitter
@@ -96,14 +99,16 @@ class SessionLifecycle:
             # First: a journal that cannot be written is the caller's setting, found before any network.
             journal = self._journal = await Journal.open(self._journal_path, session=self.id)
             self._stack.push_async_callback(journal.close)
-        self._pool = await self._stack.enter_async_context(
-            SSHPool(
-                self.settings,
-                max_connections=self._max_connections,
-                max_channels=self._max_channels,
-                reconnect_deadline=self._reconnect_deadline,
-            )
+        transport = await open_transport(
+            self.settings,
+            transport=self._transport,
+            control_path=self._control_path,
+            max_connections=self._max_connections,
+            max_channels=self._max_channels,
+            reconnect_deadline=self._reconnect_deadline,
         )
+        self._stack.push_async_callback(transport.aclose)
+        self._pool = transport
         runner_name = f"runner-{runner_digest()[:12]}.py"
         command = _probe.probe_command(
             self._workdir,

@@ -9,7 +9,7 @@ import anyio
 
 from ._errors import ConnectionLost
 from .slurm.batch import lookup_command, parse_lookup
-from .transport import SSHPool
+from .transport import Transport
 
 logger = logging.getLogger("slurmbatch")
 
@@ -20,7 +20,7 @@ __all__ = ["look_up_tokens"]
 _PAUSES = (0.0, 1.0, 2.0, 4.0, 8.0)
 
 
-async def look_up_tokens(pool: SSHPool, slurm_setup: str, tokens: Set[str]) -> tuple[dict[str, str], bool]:
+async def look_up_tokens(pool: Transport, slurm_setup: str, tokens: Set[str]) -> tuple[dict[str, str], bool]:
     """The job ids of ``tokens`` that squeue knows, and whether squeue could be asked at all.
 
     Looks a few times, over about 15 s, until every token is found.

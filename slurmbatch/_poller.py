@@ -39,7 +39,7 @@ from ._watcher import ResultWatcher
 from .future import JobFuture
 from .rpc_budget import TokenBucket
 from .slurm.states import JobState, JobStatus
-from .transport import SSHPool
+from .transport import Transport
 
 logger = logging.getLogger("slurmbatch")
 
@@ -71,7 +71,7 @@ class Poller:
 
     def __init__(
         self,
-        pool: SSHPool,
+        pool: Transport,
         layout: RemoteLayout,
         *,
         accounting: bool,

@@ -16,7 +16,7 @@ from ._outcomes import ended_failure, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
 from .future import JobFuture
 from .slurm.states import JobState, JobStatus
-from .transport import SSHPool
+from .transport import Transport
 
 logger = logging.getLogger("slurmbatch")
 
@@ -39,7 +39,7 @@ class ResultFiles:
 
     def __init__(
         self,
-        pool: SSHPool,
+        pool: Transport,
         layout: RemoteLayout,
         *,
         journal: Journal | None,

@@ -25,7 +25,7 @@ from .future import JobFuture
 from .rpc_budget import TokenBucket
 from .slurm.states import MAY_CLEAR, NEVER_STARTS, JobStatus
 from .slurm.status import StatusAnswer, parse_status_reply, status_asks, status_data, status_script
-from .transport import SSHPool
+from .transport import Transport
 
 logger = logging.getLogger("slurmbatch")
 
@@ -81,7 +81,7 @@ class SchedulerQueries:
 
     def __init__(
         self,
-        pool: SSHPool,
+        pool: Transport,
         *,
         accounting: bool,
         interval: tuple[float, float],

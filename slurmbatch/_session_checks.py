@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .transport import ConnectSettings
+from .transport.kbdint import KbdintHandler
 
 __all__ = [
     "checked_cancel_timeout",
@@ -32,6 +33,7 @@ def connect_settings(
     verify_host_key: bool,
     ssh_config: Any,
     connect_timeout: float,
+    kbdint: KbdintHandler | None = None,
 ) -> ConnectSettings:
     """The SSH settings of a session (``ssh_config`` :data:`UNSET`: the default config files)."""
     options: dict[str, Any] = {
@@ -41,6 +43,7 @@ def connect_settings(
         "passphrase": passphrase,
         "verify_host_key": verify_host_key,
         "connect_timeout": connect_timeout,
+        "kbdint": kbdint,
     }
     if key_file is not None:
         options["key_files"] = [key_file] if isinstance(key_file, (str, Path)) else list(key_file)

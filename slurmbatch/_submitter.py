@@ -39,7 +39,7 @@ from .slurm.batch import (
     write_files_script,
 )
 from .spec import JobSpec
-from .transport import CommandResult, SSHPool
+from .transport import CommandResult, Transport
 
 logger = logging.getLogger("slurmbatch")
 
@@ -51,7 +51,7 @@ class Submitter:
 
     def __init__(
         self,
-        pool: SSHPool,
+        pool: Transport,
         layout: RemoteLayout,
         *,
         render: Render,

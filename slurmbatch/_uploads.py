@@ -10,7 +10,7 @@ import anyio
 from ._errors import SubmissionError
 from ._reconnect import retry_lost
 from ._remote_layout import RemoteLayout, new_token
-from .transport import SSHPool
+from .transport import Transport
 
 __all__ = ["Uploads"]
 
@@ -18,7 +18,7 @@ __all__ = ["Uploads"]
 class Uploads:
     """What the submitter uploads, and which content-addressed files are already on the remote side."""
 
-    def __init__(self, pool: SSHPool, layout: RemoteLayout, *, reconnect_deadline: float) -> None:
+    def __init__(self, pool: Transport, layout: RemoteLayout, *, reconnect_deadline: float) -> None:
         self._pool = pool
         self._layout = layout
         self._reconnect_deadline = reconnect_deadline

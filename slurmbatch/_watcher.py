@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._errors import ConnectError, SessionClosedError
-from .transport import SSHPool
+from .transport import Transport
 
 logger = logging.getLogger("slurmbatch")
 
@@ -74,7 +74,7 @@ class ResultWatcher:
 
     def __init__(
         self,
-        pool: SSHPool,
+        pool: Transport,
         results_dir: str,
         *,
         on_listing: Callable[[list[str], list[str], bool], None],

@@ -14,10 +14,8 @@ from . import _probe
 from ._errors import PayloadError, SessionClosedError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
-from ._lifecycle import SessionLifecycle
 from ._progress import require_rich, show_progress
 from ._reattach import reattach
-from ._reconnect import retry_lost
 from ._remote_layout import new_token
 from ._session_checks import (
     UNSET,
@@ -27,6 +25,7 @@ from ._session_checks import (
     connect_settings,
     slurm_setup_text,
 )
+from ._session_files import SessionFiles
 from ._submitter import ArrayShape, SubmitRequest
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function
@@ -34,6 +33,8 @@ from .rpc_budget import RpcBudget, TokenBucket
 from .slurm.release import ClusterInfo
 from .spec import JobSpec
 from .transport import ConnectSettings, SSHPool
+from .transport.kbdint import KbdintHandler
+from .transport.select import TransportName, checked_transport
 
 __all__ = ["SlurmSession"]
 
@@ -41,7 +42,7 @@ logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
 
-class SlurmSession(SessionLifecycle):
+class SlurmSession(SessionFiles):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
 
     Use it as an async context manager; it works under asyncio and trio::
@@ -105,6 +106,21 @@ class SlurmSession(SessionLifecycle):
         cancel_timeout: Seconds the block's exit may spend on each of: waiting for submissions still
             under way, and cancelling live jobs. Jobs it could not cancel in time are named (in the log
             and in their futures' errors), never silently left behind.
+        kbdint: Answers the login node's keyboard-interactive prompts (multi-factor sites: a one-time
+            code, a password): ``kbdint(name, instructions, prompts) -> answers``, one answer per
+            ``(text, echo)`` prompt, a plain function (run in a worker thread) or a coroutine function
+            (run on this event loop). It is called at every login, reconnects included, never twice at
+            once: :func:`totp_answers` (a TOTP secret) and :func:`terminal_prompt` are ready-made. A
+            login the site refuses raises :class:`ConnectError` saying so. Keep ``connect_timeout``
+            longer than a person needs to type a code.
+        transport: ``"openssh"`` runs every command over your running OpenSSH ControlMaster (``ssh -S
+            <ControlPath> host cmd``): no login, key or code of the session's own; files then travel
+            over exec channels, at most ``max_channels`` commands at once. ``"asyncssh"`` always opens
+            connections of its own. ``"auto"`` (default) takes the master when the ssh config names a
+            ``ControlPath`` for ``host`` and a master answers there. A master that is gone (and does not
+            come back within ``reconnect_deadline``) raises :class:`ConnectError` saying to run ``ssh
+            host`` in a terminal.
+        control_path: The master's socket, when the ssh config does not name it.
     """
 
     def __init__(
@@ -134,6 +150,9 @@ class SlurmSession(SessionLifecycle):
         journal: str | Path | bool = True,
         max_argument_bytes: int | None = 1 << 30,
         cancel_timeout: float = 60.0,
+        kbdint: KbdintHandler | None = None,
+        transport: TransportName = "auto",
+        control_path: str | None = None,
     ) -> None:
         self.settings: ConnectSettings = connect_settings(
             host,
@@ -146,6 +165,7 @@ class SlurmSession(SessionLifecycle):
             verify_host_key=verify_host_key,
             ssh_config=ssh_config,
             connect_timeout=connect_timeout,
+            kbdint=kbdint,
         )
         _probe.python_command(python)  # fail now on an empty interpreter name
         if default_spec is not None and not isinstance(default_spec, JobSpec):
@@ -158,6 +178,8 @@ class SlurmSession(SessionLifecycle):
         SSHPool.check_limits(
             max_connections=max_connections, max_channels=max_channels, reconnect_deadline=reconnect_deadline
         )
+        self._transport = checked_transport(transport, control_path)
+        self._control_path = control_path
         self._status_interval = checked_interval(status_interval)
         self._reconnect_deadline = float(reconnect_deadline)
         self._cancel_timeout = checked_cancel_timeout(cancel_timeout)
@@ -368,37 +390,6 @@ class SlurmSession(SessionLifecycle):
     # ------------------------------------------------------------------------------- jobs
     async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
         await self._jobs.cancel(futures)
-
-    async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
-        self._require_open(allow_closing=True)
-        path = self._layout.stdout(future.token) if stream == "stdout" else self._layout.stderr(future.token)
-        data = await self._reader.read(path)
-        return "" if data is None else data.decode(errors="replace")
-
-    async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
-        async def read() -> dict[str, bytes | None]:
-            async with self._pool.sftp() as sftp:
-                return await sftp.get_many(paths)
-
-        return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
-
-    def release(self, futures: Iterable[JobFuture[Any]]) -> None:
-        """Let the remote files of these finished jobs go now, instead of when the session ends.
-
-        With ``cleanup=True`` they are removed shortly after, in the background, together with those of
-        other released jobs (one command for many); their ``stdout()`` and ``stderr()`` can no longer be
-        read. Long-lived sessions call it once they are done with a job, so that the remote work
-        directory does not grow. Raises :class:`ValueError` for a job that has not finished.
-        """
-        self._require_open(allow_closing=True)
-        futures = list(futures)
-        unfinished = [f.job_id for f in futures if not f.done()]
-        if unfinished:
-            raise ValueError(
-                f"release() takes finished jobs only; still running: {', '.join(unfinished[:5])}. "
-                "Await them (or cancel them) first."
-            )
-        self._jobs.release(futures)
 
     def _require_open(self, *, allow_closing: bool = False) -> None:
         if self._state == "open" or (allow_closing and self._state == "closing"):

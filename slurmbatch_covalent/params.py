@@ -23,7 +23,9 @@ from typing import Any
 
 import attrs
 
+from slurmbatch.one_time_codes import totp_answers
 from slurmbatch.spec import JobSpec, OptionValue
+from slurmbatch.transport.select import checked_transport
 
 __all__ = [
     "MIN_POLL_FREQ",
@@ -59,6 +61,7 @@ PLUGIN_DEFAULTS: dict[str, Any] = {
     "python": "python3",
     "max_connections": 2,
     "max_channels": 8,
+    "transport": "auto",
 }
 """The defaults Covalent writes into the ``[executors.slurm]`` config section (TOML: no ``None``)."""
 
@@ -70,6 +73,8 @@ _UNLISTED_DEFAULTS: dict[str, Any] = {
     "port": None,
     "bashrc_path": "$HOME/.bashrc",
     "slurm_path": "/usr/bin",
+    "control_path": "",
+    "totp_secret_file": "",
 }
 
 PARAMETERS: tuple[str, ...] = (*PLUGIN_DEFAULTS, *_UNLISTED_DEFAULTS)
@@ -110,6 +115,9 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "python": (str,),
     "max_connections": (int,),
     "max_channels": (int,),
+    "transport": (str,),
+    "control_path": (str,),
+    "totp_secret_file": (str,),
 }
 
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -183,6 +191,9 @@ class SessionSettings:
     status_interval: tuple[float, float]
     cleanup: bool
     slurm_setup: tuple[str, ...] = ()
+    transport: str = "auto"
+    control_path: str | None = None
+    totp_secret_file: str | None = None
 
     def session_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``SlurmSession(self.host, **kwargs)`` (the certificate is not one of them)."""
@@ -203,6 +214,13 @@ class SessionSettings:
         }
         if self.ssh_config is not None:
             kwargs["ssh_config"] = self.ssh_config
+        if self.transport != "auto":
+            kwargs["transport"] = self.transport
+        if self.control_path is not None:
+            kwargs["control_path"] = self.control_path
+        if self.totp_secret_file is not None:
+            # Read at each session's opening, never kept in the settings (they travel in logs and keys).
+            kwargs["kbdint"] = totp_answers(_read_secret(self.totp_secret_file))
         return kwargs
 
 
@@ -245,7 +263,20 @@ def session_settings(params: Mapping[str, Any]) -> SessionSettings:
         cleanup=params["cleanup"],
         # As the plugin did: sbatch, squeue and scancel run on the login node after these lines.
         slurm_setup=tuple(_slurm_path_lines(params["slurm_path"])),
+        transport=checked_transport(params["transport"], params["control_path"] or None),
+        control_path=params["control_path"] or None,
+        totp_secret_file=params["totp_secret_file"] or None,
     )
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text().strip()
+    except OSError as error:
+        raise ValueError(
+            f"SlurmExecutor totp_secret_file {path!r} cannot be read ({error.strerror or error}); it must hold "
+            "the base32 TOTP secret your site gave, readable by the user running the Covalent server."
+        ) from None
 
 
 def _ssh_config(value: str | Sequence[str]) -> tuple[str, ...] | None:

@@ -102,6 +102,12 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         python: The Python the jobs run (same minor version as the server, with cloudpickle).
         max_connections: Most SSH connections the server opens to this cluster, whatever the task count.
         max_channels: Most channels open at once per connection (below sshd's MaxSessions).
+        transport: ``"auto"`` (default: your OpenSSH ControlMaster when the ssh config names a live
+            ControlPath for the address, else connections of its own), ``"openssh"`` (always the
+            master) or ``"asyncssh"``.
+        control_path: The ControlMaster's socket, when the ssh config does not name it.
+        totp_secret_file: A file holding the base32 TOTP secret of a multi-factor login node: every
+            login (and reconnect) answers the one-time-code prompt with the current code.
     """
 
     def __init__(
@@ -138,6 +144,9 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         python: str | None = None,
         max_connections: int | None = None,
         max_channels: int | None = None,
+        transport: str | None = None,
+        control_path: str | None = None,
+        totp_secret_file: str | None = None,
     ) -> None:
         given = {name: value for name, value in locals().items() if name in PARAMETERS}
         params = resolve(given, _config_section())

@@ -7,6 +7,7 @@ with other login shells and noisy start-up files (the ``NOISY_*`` and ``SITE_NOT
 """
 
 from ._configs import ClusterOptions
+from ._control_master import ControlMaster
 from ._login_users import (
     BASHRC_GREETING,
     CSHRC_GREETING,
@@ -16,6 +17,7 @@ from ._login_users import (
     SITE_NOTICE,
     SITE_NOTICE_CSHRC,
 )
+from ._mfa_login import MfaLoginNode
 from ._processes import ClusterError
 from .cluster import DEFAULT_STATE_DIR, ClusterSettings, JumpHosts, LocalCluster
 
@@ -31,6 +33,8 @@ __all__ = [
     "ClusterError",
     "ClusterOptions",
     "ClusterSettings",
+    "ControlMaster",
     "JumpHosts",
     "LocalCluster",
+    "MfaLoginNode",
 ]

@@ -25,6 +25,7 @@ from ._cluster_settings import ClusterSettings
 from ._configs import CGROUP_CONF, ClusterOptions, slurm_conf, slurmdbd_conf
 from ._layout import ClusterLayout, ClusterPorts
 from ._login_nodes import SSH_ALIAS, JumpHosts, LoginNodes
+from ._mfa_login import MfaLoginNode, start_mfa_login_node
 from ._processes import ClusterError, kill_all, log_tail, processes_marked, stop
 from ._slurm_daemons import nodes_idle, start_accounting, start_munge, start_slurm
 from ._ssh_configs import SftpServer, SshdVariant, ssh_client_config
@@ -235,6 +236,18 @@ class LocalCluster:
         default, or a login user. ``down()`` stops them.
         """
         return self._logins.start_jump_hosts(user)
+
+    def start_mfa_login_node(self) -> MfaLoginNode:
+        """Start (or reuse) a login sshd that asks for the job user's key and then a real one-time code.
+
+        Its PAM stack runs Google Authenticator's module (``libpam-google-authenticator``, installed when
+        missing) against a TOTP secret of the cluster's making: ``slurmbatch.totp_answers(node.totp_secret)``
+        logs in, and so does the system ``ssh`` under ``node.ssh_env()``. Offered on the host's Slurm
+        22.05 cluster only. ``down()`` stops it.
+        """
+        if self._store.root is not None:
+            raise ClusterError("start_mfa_login_node() is offered on the host's Slurm 22.05 cluster only.")
+        return start_mfa_login_node(self._store, self.settings().user)
 
     def drop_ssh_connections(self, port: int | None = None) -> int:
         """Kill the sshd process of every open connection to the sshd on ``port`` (default: the main one),

@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import contextvars
 import functools
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
 import anyio
 import sniffio
@@ -65,6 +66,27 @@ class AsyncioBridge:
         if self._bind() == "asyncio":
             return await function(*args, **kwargs)
         return await self._call_on_private_loop(functools.partial(function, *args, **kwargs))
+
+    async def call_back(self, function: Callable[..., Any], /, *args: Any) -> Any:
+        """From the asyncio side, run a caller's ``function(*args)`` where it belongs; return its result.
+
+        A coroutine function runs on the caller's event loop: directly under asyncio, through
+        ``trio.from_thread.run`` (from a worker thread, so the asyncio loop keeps serving other
+        connections) under trio. A plain function runs in a worker thread, so one that blocks (a terminal
+        prompt) stalls neither loop.
+        """
+        if not inspect.iscoroutinefunction(function) and not inspect.iscoroutinefunction(
+            getattr(function, "__call__", None)  # noqa: B004 - an object with an async __call__
+        ):
+            return await asyncio.to_thread(function, *args)
+        if self._backend != "trio":
+            return await function(*args)
+        import trio
+
+        token = cast("TrioToken", self._caller_loop)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(trio.from_thread.run, function, *args, trio_token=token)
+        )
 
     def call_soon(self, function: Callable[..., object], /, *args: Any) -> None:
         """Schedule ``function(*args)`` on the asyncio loop without waiting for it.

@@ -19,6 +19,7 @@ from slurmbatch._errors import ConnectError
 
 from ._options import Target, load_options
 from ._route import JumpFailed, ProxyCommandFailed, Route, RouteError, load_route, open_route
+from .kbdint import Answerer, KbdintClient, KbdintFailed
 from .settings import ConnectSettings
 
 __all__ = [
@@ -41,9 +42,39 @@ def target_of(settings: ConnectSettings, route: Route | None) -> Target:
     return attrs.evolve(Target.of(settings, route.options), via=route.via)
 
 
-async def connect(settings: ConnectSettings, route: Route) -> asyncssh.SSHClientConnection:
-    """Open and authenticate one connection along ``route`` from `load_route`."""
-    return await open_route(settings, route)
+async def connect(
+    settings: ConnectSettings, route: Route, answer: Answerer | None = None
+) -> asyncssh.SSHClientConnection:
+    """Open and authenticate one connection along ``route`` from `load_route`.
+
+    With ``answer``, keyboard-interactive challenges of the login node go to it; a login that fails
+    after the handler was asked raises `KbdintFailed` saying so (the handler's own error, if it raised).
+    """
+    if answer is None:
+        return await open_route(settings, route)
+    clients: list[KbdintClient] = []
+
+    def new_client() -> KbdintClient:
+        clients.append(KbdintClient(answer))
+        return clients[-1]
+
+    try:
+        return await open_route(settings, route, new_client)
+    except asyncssh.DisconnectError as error:
+        # sshd asks again after a wrong code, and disconnects after MaxAuthTries ("Too many
+        # authentication failures"); a connection lost mid-login is throttling, retried as usual.
+        client = clients[-1] if clients else None
+        if error.code == asyncssh.DISC_CONNECTION_LOST:
+            raise
+        if client is not None and client.failure is not None:
+            raise client.failure from error
+        if client is not None and client.challenges:
+            raise KbdintFailed(
+                f"the server refused the answers the kbdint handler gave to its {client.challenges} "
+                "keyboard-interactive challenge(s) (a wrong or expired one-time code, or a code used "
+                "once already where the site forbids reuse)"
+            ) from error
+        raise
 
 
 def is_throttling(error: BaseException) -> bool:
@@ -84,6 +115,13 @@ def explain(settings: ConnectSettings, route: Route | None, error: BaseException
             "host it names up, and does it allow forwarding?)."
         )
         return ConnectError(message, host=settings.host, cause=error.error)
+    if isinstance(error, KbdintFailed):
+        message = (
+            f"cannot log in to {target.address}: {error}. Check the handler passed as kbdint= (for a TOTP "
+            "secret: the secret itself, and that this machine's clock is right), or log in with `ssh "
+            f"{settings.host}` in a terminal to see what the site asks."
+        )
+        return ConnectError(message, host=settings.host, cause=error.cause or error)
     if isinstance(error, RouteError):
         return ConnectError(f"cannot connect to {target.address}: {error}", host=settings.host, cause=error)
     options = route.options if route is not None else None
@@ -152,6 +190,13 @@ def _describe(
             f"{where} refused to log in user {target.user!r} with {_keys_tried(settings, options)}. "
             f"Check the user name, and that the matching public key is in ~{target.user}/.ssh/authorized_keys "
             "on the server (ssh-copy-id does this)."
+            + (
+                " If the site also asks for a one-time code or a password (multi-factor login), pass "
+                "kbdint=slurmbatch.terminal_prompt (or totp_answers(secret)), or log in with `ssh` in a "
+                "terminal with a ControlMaster and use transport='openssh'."
+                if settings.kbdint is None
+                else ""
+            )
         )
     if isinstance(error, asyncssh.HostKeyNotVerifiable):
         return _describe_host_key(settings, options, target)

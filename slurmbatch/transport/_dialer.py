@@ -9,6 +9,7 @@ at once, in plain words (see `_connect.explain`).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import anyio
@@ -52,6 +53,8 @@ class Dialer:
         self._outage_since: float | None = None
         self._last_attempt_at: float | None = None
         self.opened = 0
+        kbdint = settings.kbdint
+        self._answer = None if kbdint is None else functools.partial(bridge.call_back, kbdint)
 
     def outage_started(self) -> None:
         """A connection was lost: the reconnect deadline counts from now, unless an outage runs already."""
@@ -67,7 +70,7 @@ class Dialer:
                 if self._route is None:
                     self._route = await self._bridge.call(load_route, self._settings)
                     self.target = target_of(self._settings, self._route)
-                ssh = await self._bridge.call(connect, self._settings, self._route)
+                ssh = await self._bridge.call(connect, self._settings, self._route, self._answer)
             except SlurmBatchError:
                 raise
             except Exception as error:

@@ -13,7 +13,7 @@ Everything here runs on the asyncio side of the bridge.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncssh
 import attrs
@@ -149,10 +149,15 @@ async def _load_hop(settings: ConnectSettings, jump: JumpHop) -> Hop:
     return Hop(jump, wanted, options)
 
 
-async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHClientConnection:
+async def open_route(
+    settings: ConnectSettings,
+    route: Route,
+    client_factory: Callable[[], asyncssh.SSHClient] | None = None,
+) -> asyncssh.SSHClientConnection:
     """Open the jump connections of ``route`` in order, then the login node's connection through them.
 
-    Closing the returned connection closes its jump connections too.
+    ``client_factory`` (keyboard-interactive answers) serves the login node only: jump hosts log in
+    with keys. Closing the returned connection closes its jump connections too.
     """
     tunnel: asyncssh.SSHClientConnection | None = None
     try:
@@ -170,7 +175,7 @@ async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHCli
             opened.set_tunnel(tunnel)
             tunnel = opened
         try:
-            connection = await _connect_one(settings.host, route.options, tunnel)
+            connection = await _connect_one(settings.host, route.options, tunnel, client_factory)
         except asyncssh.ChannelOpenError as error:
             last = route.jumps[-1]
             where = _host_port(Target.of(settings, route.options))
@@ -190,12 +195,20 @@ async def open_route(settings: ConnectSettings, route: Route) -> asyncssh.SSHCli
 
 
 async def _connect_one(
-    host: str, options: asyncssh.SSHClientConnectionOptions, tunnel: asyncssh.SSHClientConnection | None
+    host: str,
+    options: asyncssh.SSHClientConnectionOptions,
+    tunnel: asyncssh.SSHClientConnection | None,
+    client_factory: Callable[[], asyncssh.SSHClient] | None = None,
 ) -> asyncssh.SSHClientConnection:
     # config=None: the options already hold the parsed ssh config; don't read the files again. tunnel is
     # always given: a ProxyJump of the options was resolved by load_route into the hops before this one,
     # and asyncssh must not open it again (without the config files it would not know the aliases).
-    return await asyncssh.connect(host, options=options, config=None, tunnel=tunnel)
+    if client_factory is None:
+        return await asyncssh.connect(host, options=options, config=None, tunnel=tunnel)
+    connection, _ = await asyncssh.create_connection(
+        client_factory, host, options=options, config=None, tunnel=tunnel
+    )
+    return connection
 
 
 def _host_port(target: Target) -> str:

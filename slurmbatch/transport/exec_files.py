@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .pool import SSHPool
+    from ._protocol import Transport
     from .result import CommandResult
 
 __all__ = ["ExecFileSession"]
@@ -37,7 +37,7 @@ class ExecFileSession:
     naming the remote path.
     """
 
-    def __init__(self, pool: SSHPool) -> None:
+    def __init__(self, pool: Transport) -> None:
         self._pool = pool
 
     async def put(self, path: str, data: bytes, mode: int = 0o600) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import attrs
 
+from .kbdint import KbdintHandler
+
 __all__ = ["ConnectSettings"]
 
 
@@ -96,6 +98,14 @@ def _check_seconds(_: object, attribute: attrs.Attribute[float], value: float) -
         )
 
 
+def _check_callable(_: object, attribute: attrs.Attribute[KbdintHandler | None], value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"ConnectSettings.{attribute.name} must be a function (name, instructions, prompts) -> answers, "
+            f"got {type(value).__name__}. Use slurmbatch.totp_answers(secret) or slurmbatch.terminal_prompt."
+        )
+
+
 @attrs.frozen(kw_only=True)
 class ConnectSettings:
     """How to open an SSH connection to a login node.
@@ -120,6 +130,10 @@ class ConnectSettings:
         connect_timeout: Seconds allowed for TCP connect, key exchange and authentication together.
         keepalive_interval: Seconds between keepalive probes on an idle connection; after three
             unanswered probes the connection is considered lost and replaced on next use.
+        kbdint: Answers keyboard-interactive prompts (one-time codes, passwords) of the login node:
+            ``kbdint(name, instructions, prompts) -> answers``, a plain or a coroutine function (see
+            :mod:`~slurmbatch.transport.kbdint`). Called for every connection opened, reconnects
+            included, one login at a time. ``None``: keys only.
     """
 
     host: str = attrs.field(validator=_check_host)
@@ -133,3 +147,4 @@ class ConnectSettings:
     ssh_config: tuple[str, ...] = attrs.field(factory=_default_ssh_config, converter=_to_paths)
     connect_timeout: float = attrs.field(default=30.0, validator=_check_seconds)
     keepalive_interval: float = attrs.field(default=30.0, validator=_check_seconds)
+    kbdint: KbdintHandler | None = attrs.field(default=None, repr=False, validator=_check_callable)

@@ -119,11 +119,13 @@ class LineStream:
         raise StopAsyncIteration
 
 
-class _LineReader:
-    """Splits the command's output into lines (runs on the asyncio side of the bridge)."""
+class LineSplitter:
+    """Splits a command's output into lines, and a framed script's into the body's lines. Pure.
 
-    def __init__(self, process: asyncssh.SSHClientProcess[bytes], frame: ScriptFrame | None) -> None:
-        self._process = process
+    Feed it chunks with `feed` and `finish`; whole lines gather in `lines`.
+    """
+
+    def __init__(self, frame: ScriptFrame | None) -> None:
         #: Lines before the frame's begin marker are the login shell's, and skipped.
         self.frame = frame
         self._begun = frame is None
@@ -133,32 +135,17 @@ class _LineReader:
         self._partial = b""
         self.lines: deque[str] = deque()
         self.ended = False
-        self.error: BaseException | None = None
 
-    async def fill(self) -> None:
-        """Wait until at least one whole line is buffered, or the output has ended.
+    def feed(self, chunk: bytes) -> None:
+        """Take one chunk of output."""
+        *whole, self._partial = (self._partial + chunk).split(b"\n")
+        self._take(_decode(line) for line in whole)
 
-        Safe to cancel: `asyncssh.SSHReader.read` consumes nothing while it waits, and what it returned
-        is split into `lines` before the next await.
-        """
-        while not self.lines and not self.ended:
-            try:
-                chunk = await self._process.stdout.read(_CHUNK)
-            except (asyncssh.Error, OSError) as error:  # the connection was lost under the channel
-                self.error = error
-                self.ended = True
-                return
-            if chunk:
-                *whole, self._partial = (self._partial + chunk).split(b"\n")
-                self._take(_decode(line) for line in whole)
-                continue
-            if self._partial:
-                self._take([_decode(self._partial)])
-                self._partial = b""
-            # The exit status travels just before the channel closes; without it the connection died.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._process.wait_closed(), _EXIT_TIMEOUT)
-            self.ended = True
+    def finish(self) -> None:
+        """The output ended: a last line without its line ending is a line too."""
+        if self._partial:
+            self._take([_decode(self._partial)])
+            self._partial = b""
 
     def _take(self, lines: Iterable[str]) -> None:
         if self.frame is None:
@@ -182,6 +169,37 @@ class _LineReader:
             self._held_empty = line == ""
             if line:
                 self.lines.append(line)
+
+
+class _LineReader(LineSplitter):
+    """Reads an asyncssh process's output into lines (runs on the asyncio side of the bridge)."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess[bytes], frame: ScriptFrame | None) -> None:
+        super().__init__(frame)
+        self._process = process
+        self.error: BaseException | None = None
+
+    async def fill(self) -> None:
+        """Wait until at least one whole line is buffered, or the output has ended.
+
+        Safe to cancel: `asyncssh.SSHReader.read` consumes nothing while it waits, and what it returned
+        is split into `lines` before the next await.
+        """
+        while not self.lines and not self.ended:
+            try:
+                chunk = await self._process.stdout.read(_CHUNK)
+            except (asyncssh.Error, OSError) as error:  # the connection was lost under the channel
+                self.error = error
+                self.ended = True
+                return
+            if chunk:
+                self.feed(chunk)
+                continue
+            self.finish()
+            # The exit status travels just before the channel closes; without it the connection died.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._process.wait_closed(), _EXIT_TIMEOUT)
+            self.ended = True
 
 
 def _decode(line: bytes) -> str:

@@ -64,6 +64,9 @@ NEW_PARAMETERS = [
     "python",
     "max_connections",
     "max_channels",
+    "transport",
+    "control_path",
+    "totp_secret_file",
 ]
 
 # The seed's [executors.slurm] example.
@@ -256,6 +259,26 @@ def test_session_kwargs_open_a_session() -> None:
         "me",
         2222,
     )
+
+
+def test_mfa_site_keys_choose_the_transport_and_answer_codes_from_a_secret_file(tmp_path: Path) -> None:
+    secret = tmp_path / "totp"
+    secret.write_text("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ\n")
+    given = params(
+        transport="openssh", control_path="/tmp/cm-me", totp_secret_file=str(secret), ssh_config=[]
+    )
+    kwargs = session_settings(given).session_kwargs()
+    assert (kwargs["transport"], kwargs["control_path"]) == ("openssh", "/tmp/cm-me")
+    session = SlurmSession("login.cluster.org", **kwargs)
+    handler = session.settings.kbdint
+    assert handler is not None
+    answer = handler("", "", [("Verification code: ", False)])
+    assert isinstance(answer, list) and len(answer) == 1 and len(answer[0]) == 6 and answer[0].isdigit()
+    assert "kbdint" not in session_settings(params()).session_kwargs()  # keys only, unless a secret is named
+    with pytest.raises(ValueError, match=r"totp_secret_file .* cannot be read"):
+        session_settings(params(totp_secret_file=str(tmp_path / "missing"))).session_kwargs()
+    with pytest.raises(ValueError, match="transport must be one of"):
+        session_settings(params(transport="paramiko"))
 
 
 def test_poll_freq_sets_the_scheduler_interval_with_a_floor() -> None:
