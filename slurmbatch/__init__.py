@@ -29,6 +29,7 @@ from ._errors import (
     SubmissionError,
 )
 from ._sync_future import SyncJobFuture
+from .checkpointable import Checkpointable, ResumeCall
 from .executor import SlurmExecutor
 from .future import JobFuture
 from .rpc_budget import RpcBudget
@@ -38,6 +39,7 @@ from .slurm.states import JobState
 from .spec import JobSpec
 
 __all__ = [
+    "Checkpointable",
     "ClusterInfo",
     "ConnectError",
     "ConnectionLost",
@@ -55,6 +57,7 @@ __all__ = [
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
+    "ResumeCall",
     "RpcBudget",
     "SessionClosedError",
     "SlurmBatchError",

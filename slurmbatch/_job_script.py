@@ -43,18 +43,23 @@ def render_job_script(
     ]
     if array is not None:
         run_argv.append("--packed")
+    if spec.requeue:
+        run_argv += ["--resume", layout.resume(task), "--checkpoint-signal", spec.requeue_signal]
     epilogue: list[list[str]] = []
     if spec.use_srun:
         run_argv += ["--rank-dir", layout.rank_dir(task)]
         epilogue.append([*interpreter, runner, "gather", result, "--rank-dir", layout.rank_dir(task)])
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", blob.name.rsplit(".", 1)[-1])[:40]
     output = token if array is None else f"{token}.%a"  # Slurm's own placeholder for the task id
-    directives: dict[str, str] = {
+    directives: dict[str, str | bool] = {
         "job-name": spec.job_name or f"{name}-{token}",
         "comment": token,
         "output": layout.stdout(output),
         "error": layout.stderr(output),
     }
+    if spec.requeue:
+        directives["requeue"] = True
+        directives["signal"] = f"B:{spec.requeue_signal}@{spec.signal_lead}"
     if array is not None:
         throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
         directives["array"] = f"0-{array.size - 1}{throttle}"

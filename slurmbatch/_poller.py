@@ -103,6 +103,10 @@ class Poller:
         self._present: set[str] = set()
         self._ready: set[str] = set()  # live tokens in _present: to collect now
         self._ended: dict[str, Ended] = {}  # by token
+        # Tokens of futures whose job ended and whose call is being submitted again (see _retries).
+        self._retrying: set[str] = set()
+        #: Decides whether a failed job is submitted again (and starts that), see :meth:`resolve`.
+        self.retry: Callable[[JobFuture[Any], BaseException], bool] | None = None
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -160,6 +164,7 @@ class Poller:
         """Start watching ``future``'s job."""
         self._live[future.token] = future
         self._by_job_id[future.job_id] = future
+        self._retrying.discard(future.token)
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         if future.token in self._present:
             self._ready.add(future.token)  # it finished before we learnt its job id
@@ -203,8 +208,15 @@ class Poller:
 
         ``collected=False``: its outcome is not known (the session gave up following the job), so the
         journal keeps it for a later reattach.
+
+        A failure its spec retries is not resolved: the job stops being tracked, and the future waits
+        for its next attempt (tracked again by :meth:`track`, or resolved by :meth:`give_up_retry`).
         """
-        if exc is None:
+        retried = exc is not None and collected and self.retry is not None and self.retry(future, exc)
+        if retried:
+            self._retrying.add(future.token)
+            future._set_state(JobState.PENDING)
+        elif exc is None:
             future._set_result(value)
         else:
             future._set_exception(exc, state)
@@ -214,12 +226,19 @@ class Poller:
         self._ended.pop(future.token, None)
         self._files_lost.discard(future.token)
         self.status.forget(future)
+        if retried:
+            return
         if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
-        if not self._live:
+        if not self._live and not self._retrying:
             self._idle.set()
         self._progress.set()
         self._progress = anyio.Event()
+
+    def give_up_retry(self, future: JobFuture[Any], exc: BaseException) -> None:
+        """Resolve ``future``, whose next attempt could not be submitted, with ``exc``."""
+        self._retrying.discard(future.token)
+        self.resolve(future, exc=exc, state=JobState.FAILED)
 
     # ----------------------------------------------------------------------------------- watcher news
     def _on_listing(self, appeared: list[str], gone: list[str], complete: bool) -> None:

@@ -91,10 +91,28 @@ def _conda_lines(env: str) -> list[str]:
 def _run_lines(spec: JobSpec, run_argv: Sequence[str]) -> list[str]:
     python_line = shlex.join(run_argv)
     if not spec.use_srun:
-        return [python_line]
-    srun = " ".join(["srun", *render_options(spec.srun_options), "\\"])
-    lines = [srun]
-    if spec.srun_append:
-        lines.append(f"{spec.srun_append} \\")
-    lines.append(python_line)
-    return lines
+        lines = [python_line]
+    else:
+        lines = [" ".join(["srun", *render_options(spec.srun_options), "\\"])]
+        if spec.srun_append:
+            lines.append(f"{spec.srun_append} \\")
+        lines.append(python_line)
+    return _passing_on_signal(spec.requeue_signal, lines) if spec.requeue else lines
+
+
+def _passing_on_signal(signal: str, lines: list[str]) -> list[str]:
+    """``lines`` (one command) run in the background, with ``signal`` passed on to it.
+
+    ``--signal=B:...`` signals the batch shell alone, which would die of it (or, trapping it, not pass
+    it on): the command runs in the background, and the shell waits for it again after each signal.
+    """
+    return [
+        # $! until sb_child is set: the signal may come between the start of the command and that line.
+        f"trap 'kill -{signal} \"${{sb_child:-$!}}\" 2>/dev/null' {signal}",
+        *lines[:-1],
+        f"{lines[-1]} &",
+        "sb_child=$!",
+        'wait "$sb_child"; sb_status=$?',
+        'while kill -0 "$sb_child" 2>/dev/null; do wait "$sb_child"; sb_status=$?; done',
+        '( exit "$sb_status" )',
+    ]

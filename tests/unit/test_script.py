@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -87,6 +88,14 @@ CASES: dict[str, tuple[JobSpec, dict[str, Any]]] = {
             srun_options={"exact": True, "overlap": False, "export": ["ALL", "X=1 2"], "label": None},
         ),
         {},
+    ),
+    "requeue_signal": (
+        JobSpec(requeue=True, requeue_signal="URG", postrun_commands=["echo done"]),
+        {"directives": {"requeue": True, "signal": "B:URG@60"}},
+    ),
+    "requeue_srun": (
+        JobSpec(requeue=True, use_srun=True, srun_options={"n": 2}),
+        {"directives": {"requeue": True, "signal": "B:USR2@60"}},
     ),
     "epilogue": (
         JobSpec(use_srun=True, srun_options={"n": 2}, postrun_commands=["echo done"]),
@@ -401,3 +410,16 @@ def test_record_file_is_valid_bash() -> None:
         result = subprocess.run(["bash", "-n"], input=script.encode(), capture_output=True)
         assert result.returncode == 0, (name, result.stderr.decode())
         assert shlex.split(script.splitlines()[-1])  # the last line is a whole command
+
+
+def test_the_batch_shell_passes_the_requeue_signal_on_and_keeps_the_exit_status(tmp_path: Path) -> None:
+    # A stand-in for the runner that ends with status 7 once it has been sent the signal.
+    child = "trap 'echo got it; exit 7' USR2; echo ready; while :; do sleep 0.1; done"
+    script = tmp_path / "job.sh"
+    script.write_text(render_script(JobSpec(requeue=True), run_argv=["bash", "-c", child]))
+    shell = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True)
+    assert shell.stdout is not None
+    assert shell.stdout.readline() == "ready\n"
+    shell.send_signal(signal.SIGUSR2)  # as --signal=B:USR2 does: the batch shell alone
+    assert shell.wait(timeout=10) == 7
+    assert shell.stdout.read() == "got it\n"
