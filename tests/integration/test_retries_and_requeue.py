@@ -18,7 +18,7 @@ from slurmbatch.checkpointable import ResumeCall
 from slurmbatch.testing import ClusterSettings
 from slurmbatch.testing.pytest_plugin import extra_cluster
 
-from .conftest import login_shell, session_options
+from .conftest import session_options
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -65,9 +65,10 @@ class CountingLoop:
         return self, (until, step), {}
 
 
-async def admin(cluster: ClusterSettings, *argv: str) -> None:
+async def admin(cluster: ClusterSettings, *argv: str, check: bool = True) -> None:
+    """Run an administrator's command (as root, with the cluster's own config)."""
     env = {"SLURM_CONF": cluster.slurm_conf, "PATH": "/usr/bin:/bin"}
-    await anyio.run_process(cluster.admin_argv(list(argv)), env=env)
+    await anyio.run_process(cluster.admin_argv(list(argv)), env=env, check=check)
 
 
 async def wait_until(check: Any, what: str) -> None:
@@ -101,7 +102,8 @@ async def test_jobs_whose_node_fails_are_retried_as_new_jobs_of_the_same_future(
         try:
             await wait_until(lambda: all(len(f.attempts) == 2 for f in futures), "retries submitted")
         finally:
-            await admin(slurm_cluster, "scontrol", "update", "nodename=node2", "state=resume")
+            # ReturnToService=2 may have brought it back already; then there is nothing to resume.
+            await admin(slurm_cluster, "scontrol", "update", "nodename=node2", "state=resume", check=False)
         with anyio.fail_after(60):
             values = [await f for f in futures]
 
@@ -110,10 +112,6 @@ async def test_jobs_whose_node_fails_are_retried_as_new_jobs_of_the_same_future(
         first, second = future.attempts
         assert first != second and second == future.job_id
         assert "_" not in second  # an array's task is retried as a job of its own
-    states = login_shell(
-        slurm_cluster, f"sacct -c -n -P -X -j {single.attempts[0]} -o State 2>/dev/null; true"
-    )
-    assert "NODE_FAIL" in states or not states.strip()  # the job completion record, if it was written yet
 
 
 async def test_a_preempted_checkpointable_job_resumes_where_it_was(
