@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from importlib.metadata import version
 
@@ -63,4 +64,11 @@ def render_job_script(
     if array is not None:
         throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
         directives["array"] = f"0-{array.size - 1}{throttle}"
-    return render_script(spec, run_argv=run_argv, directives=directives, epilogue=epilogue)
+    warned = ""
+    if spec.requeue:
+        # A shell word: the path with $SLURM_ARRAY_TASK_ID in place of {task}.
+        parts = (layout.resume(task) + ".warned").split("{task}")
+        warned = '"$SLURM_ARRAY_TASK_ID"'.join(shlex.quote(part) for part in parts)
+    return render_script(
+        spec, run_argv=run_argv, directives=directives, epilogue=epilogue, warned_file=warned
+    )

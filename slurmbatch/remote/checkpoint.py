@@ -21,6 +21,9 @@ import sys
 from .environment import LazyCloudpickle
 from .files import write_atomically
 
+#: Appended to the resume file's path: the file the batch shell creates when the signal arrives.
+WARNED_SUFFIX = ".warned"
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -70,11 +73,14 @@ def on_signal(
     """
     number = getattr(signal, f"SIG{signal_name.upper()}")
     hook = getattr(fn, "checkpoint", None)
+    warned = resume_path + WARNED_SUFFIX  # the batch shell's note of a signal that came before now
     if not callable(hook):
         signal.signal(number, signal.SIG_IGN)
+        _remove(warned)
         return
 
     def checkpoint_and_requeue(signum: int, frame: object) -> None:
+        _remove(warned)
         try:
             resume = checked_resume_call(hook(*args, **kwargs))
             if resume is None:
@@ -93,6 +99,15 @@ def on_signal(
                 time.sleep(60)
 
     signal.signal(number, checkpoint_and_requeue)
+    if os.path.exists(warned):  # Slurm's warning came while the job was starting: checkpoint now
+        checkpoint_and_requeue(number, None)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _request_requeue() -> bool:

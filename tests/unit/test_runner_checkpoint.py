@@ -12,7 +12,7 @@ from typing import Any
 import cloudpickle
 import pytest
 
-from slurmbatch.remote.checkpoint import checked_resume_call, requeue_target
+from slurmbatch.remote.checkpoint import WARNED_SUFFIX, checked_resume_call, requeue_target
 
 from .runner_support import CLOUDPICKLE_MAJOR, PYTHON_MINOR, read_outcome, run_runner, write_call
 
@@ -104,3 +104,20 @@ def test_an_array_task_is_requeued_by_its_array_id(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "88")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
     assert requeue_target() == "88_2"
+
+
+def test_a_signal_that_came_while_the_job_started_makes_a_checkpoint_at_once(
+    tmp_path: Path, runner_file: Path, by_value: None
+) -> None:
+    fn_path, args_path = write_call(tmp_path, SignalledLoop(warn_at=-1), 10)
+    resume, result = tmp_path / "resume.pkl", tmp_path / "res.pkl"
+    warned = Path(f"{resume}{WARNED_SUFFIX}")
+    warned.touch()  # as the batch shell notes a signal that came before the runner could take it
+    argv = ["run", fn_path, args_path, result, *EXPECT, "--resume", resume, "--checkpoint-signal", "USR2"]
+    env = {"PATH": f"{fake_scontrol(tmp_path)}:{os.environ['PATH']}", "SLURM_JOB_ID": "78"}
+
+    first = run_runner(runner_file, *argv, env=env)
+    assert first.returncode == -signal.SIGTERM, first.stderr
+    assert not warned.exists()
+    saved, _, _ = cloudpickle.loads(resume.read_bytes())
+    assert saved.done == 0 and saved.starts == []  # checkpointed before the call began

@@ -413,13 +413,24 @@ def test_record_file_is_valid_bash() -> None:
 
 
 def test_the_batch_shell_passes_the_requeue_signal_on_and_keeps_the_exit_status(tmp_path: Path) -> None:
-    # A stand-in for the runner that ends with status 7 once it has been sent the signal.
-    child = "trap 'echo got it; exit 7' USR2; echo ready; while :; do sleep 0.1; done"
+    # A stand-in for the runner: it takes the signal once ready (it starts with the signal ignored),
+    # and ends with status 7 when it comes.
+    child = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGUSR2, lambda *_: (print('got it', flush=True), sys.exit(7)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
     script = tmp_path / "job.sh"
-    script.write_text(render_script(JobSpec(requeue=True), run_argv=["bash", "-c", child]))
+    warned = tmp_path / "warned file"
+    text = render_script(
+        JobSpec(requeue=True), run_argv=["python3", "-c", child], warned_file=shlex.quote(str(warned))
+    )
+    script.write_text(text)
     shell = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True)
     assert shell.stdout is not None
     assert shell.stdout.readline() == "ready\n"
     shell.send_signal(signal.SIGUSR2)  # as --signal=B:USR2 does: the batch shell alone
     assert shell.wait(timeout=10) == 7
     assert shell.stdout.read() == "got it\n"
+    assert warned.exists()  # noted for a runner that was not ready yet
