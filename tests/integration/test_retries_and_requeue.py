@@ -7,6 +7,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -108,6 +109,8 @@ async def test_jobs_whose_node_fails_are_retried_as_new_jobs_of_the_same_future(
             values = [await f for f in futures]
 
     assert values == [10, 11, 12]
+    for marker in markers:
+        os.unlink(marker)
     for future in futures:
         first, second = future.attempts
         assert first != second and second == future.job_id
@@ -152,3 +155,28 @@ async def test_a_checkpointable_job_at_its_time_limit_requeues_and_finishes(
     assert done == 320
     assert checkpoints >= 1
     assert len(starts) >= 2 and starts[-1] > 0
+
+
+async def test_a_session_that_reattaches_gets_the_retried_call_with_every_job_id_it_had(
+    slurm_cluster: ClusterSettings, anyio_backend: str, tmp_path: Path
+) -> None:
+    marker = f"/tmp/slurmbatch-retry-{uuid.uuid4().hex[:8]}"
+    spec = JobSpec(options={"nodelist": "node2", "no-requeue": True}, retries=1)
+    options = session_options(slurm_cluster, status_interval=(0.3, 1.0), journal=tmp_path / "journal.sqlite3")
+    async with SlurmSession("127.0.0.1", **options) as first:
+        future = await first.submit(first_run_waits, (marker, 7), spec)
+        await wait_until(lambda: future.state is JobState.RUNNING and os.path.exists(marker), "running")
+        await admin(
+            slurm_cluster, "scontrol", "update", "nodename=node2", "state=down", "reason=slurmbatch-retry"
+        )
+        try:
+            await wait_until(lambda: len(future.attempts) == 2, "the retry submitted")
+        finally:
+            await admin(slurm_cluster, "scontrol", "update", "nodename=node2", "state=resume", check=False)
+        first.detach()
+    async with SlurmSession("127.0.0.1", **options) as second:
+        (again,) = await second.reattach(first.id)
+        with anyio.fail_after(60):
+            assert await again == 7
+    assert again.attempts == future.attempts
+    os.unlink(marker)
