@@ -32,7 +32,7 @@ CPUS = 2  # of the preemption cluster's one node: a job that takes them all leav
 def preemption_cluster() -> Iterator[ClusterSettings]:
     """One node, two partitions over it: jobs of ``high`` preempt (requeue) those of ``low``."""
     cluster = extra_cluster(
-        "test-cluster-preempt", nodes=1, cpus_per_node=CPUS, preemption=True, preempt_grace=10, min_job_age=10
+        "test-cluster-preempt", nodes=1, cpus_per_node=CPUS, preemption=True, preempt_grace=5, min_job_age=10
     )
     yield cluster.up()
     cluster.down()
@@ -44,6 +44,14 @@ def first_run_waits(marker: str, value: int) -> int:
         open(marker, "w").close()
         time.sleep(300)
     return value
+
+
+def restart_count_after(seconds: float) -> int:
+    """Returns how many times Slurm had started the job again before this run; the first run waits
+    (to be preempted), a later one ``seconds``."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    time.sleep(seconds if restarts else 300)
+    return restarts
 
 
 class CountingLoop:
@@ -117,25 +125,33 @@ async def test_jobs_whose_node_fails_are_retried_as_new_jobs_of_the_same_future(
         assert "_" not in second  # an array's task is retried as a job of its own
 
 
-async def test_a_preempted_checkpointable_job_resumes_where_it_was(
+async def test_a_preempted_checkpointable_job_resumes_where_it_was_and_one_without_starts_again(
     preemption_cluster: ClusterSettings, anyio_backend: str
 ) -> None:
-    spec = JobSpec(options={"cpus-per-task": CPUS}, requeue=True)
+    # Two low-priority jobs of a CPU each fill the node; the urgent job needs both CPUs.
+    spec = JobSpec(options={"cpus-per-task": 1}, requeue=True)
     urgent = JobSpec(options={"cpus-per-task": CPUS, "partition": "high"})
     options = session_options(preemption_cluster, status_interval=(0.3, 1.0))
     async with SlurmSession("127.0.0.1", **options) as session:
         loop = await session.submit(CountingLoop(), (100, 0.1), spec)  # 10 s of work
-        await wait_until(lambda: loop.state is JobState.RUNNING, "the low-priority job running")
+        plain = await session.submit(restart_count_after, (1,), spec)
+        await wait_until(
+            lambda: loop.state is plain.state is JobState.RUNNING, "the low-priority jobs running"
+        )
         await anyio.sleep(2)
         quick = await session.submit(len, ("preempts",), urgent)
-        with anyio.fail_after(60):
+        with anyio.fail_after(90):
             assert await quick == 8
             done, starts, checkpoints = await loop
+            restarts = await plain
 
     assert done == 100
     assert checkpoints >= 1
     assert starts[0] == 0 and len(starts) >= 2 and starts[-1] > 0  # resumed from its count, not from 0
     assert loop.attempts == (loop.job_id,)  # requeued by Slurm: one job id throughout
+    # Without a checkpoint method the signal is ignored: Slurm requeues the job, which starts again.
+    assert restarts >= 1
+    assert plain.attempts == (plain.job_id,)
 
 
 async def test_a_checkpointable_job_at_its_time_limit_requeues_and_finishes(
