@@ -29,9 +29,10 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import ConnectError, ConnectionLost, SubmissionError
+from ._errors import SubmissionError
 from ._journal import Journal
 from ._outcomes import Ended, forgotten_status
+from ._reconnect import one_connect_error
 from ._remote_layout import RemoteLayout
 from ._result_files import ResultFiles
 from ._scheduler_queries import SchedulerQueries, never_start_message
@@ -291,7 +292,7 @@ class Poller:
                 while True:
                     await self._step()
         except Exception as raised:
-            error = _one_connect_error(raised)
+            error = one_connect_error(raised)
             if error is raised:
                 raise
             raise error from raised
@@ -421,23 +422,3 @@ class Poller:
             for future, ended in unconfirmed:
                 self._ended[future.token] = attrs.evolve(ended, settle_at=now + _ENDED_GRACE)
         self._files.fail([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
-
-
-def _one_connect_error(error: Exception) -> Exception:
-    """The status queries and the loop's own commands may lose the connection at the same moment: one
-    ``ConnectError`` then stands for all of them (the final one, if the outage is past the deadline), so
-    that the session sees an outage rather than a crash."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [error]
-    while pending:
-        current = pending.pop(0)
-        members = getattr(current, "exceptions", None)
-        if isinstance(members, tuple):
-            pending += [m for m in members if isinstance(m, BaseException)]
-        else:
-            leaves.append(current)
-    connect = [e for e in leaves if isinstance(e, ConnectError)]
-    if len(leaves) < 2 or len(connect) < len(leaves):
-        return error
-    final = [e for e in connect if not isinstance(e, ConnectionLost)]
-    return (final or connect)[0]
