@@ -37,6 +37,7 @@ from ._errors import (
     SubmissionError,
 )
 from ._sync_future import SyncJobFuture
+from .checkpointable import Checkpointable, ResumeCall
 from .executor import SlurmExecutor
 from .future import JobFuture
 from .one_time_codes import terminal_prompt, totp, totp_answers
@@ -51,6 +52,7 @@ from .transport.kbdint import KbdintHandler
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpointable",
     "ClusterInfo",
     "ConnectError",
     "ConnectionLost",
@@ -69,6 +71,7 @@ __all__ = [
     "PayloadError",
     "RemoteEnvironmentError",
     "RemoteError",
+    "ResumeCall",
     "RpcBudget",
     "SessionClosedError",
     "SlurmBatchError",

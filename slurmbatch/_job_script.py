@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from importlib.metadata import version
 
@@ -43,19 +44,31 @@ def render_job_script(
     ]
     if array is not None:
         run_argv.append("--packed")
+    if spec.requeue:
+        run_argv += ["--resume", layout.resume(task), "--checkpoint-signal", spec.requeue_signal]
     epilogue: list[list[str]] = []
     if spec.use_srun:
         run_argv += ["--rank-dir", layout.rank_dir(task)]
         epilogue.append([*interpreter, runner, "gather", result, "--rank-dir", layout.rank_dir(task)])
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", blob.name.rsplit(".", 1)[-1])[:40]
     output = token if array is None else f"{token}.%a"  # Slurm's own placeholder for the task id
-    directives: dict[str, str] = {
+    directives: dict[str, str | bool] = {
         "job-name": spec.job_name or f"{name}-{token}",
         "comment": token,
         "output": layout.stdout(output),
         "error": layout.stderr(output),
     }
+    if spec.requeue:
+        directives["requeue"] = True
+        directives["signal"] = f"B:{spec.requeue_signal}@{spec.signal_lead}"
     if array is not None:
         throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
         directives["array"] = f"0-{array.size - 1}{throttle}"
-    return render_script(spec, run_argv=run_argv, directives=directives, epilogue=epilogue)
+    warned = ""
+    if spec.requeue:
+        # A shell word: the path with $SLURM_ARRAY_TASK_ID in place of {task}.
+        parts = (layout.resume(task) + ".warned").split("{task}")
+        warned = '"$SLURM_ARRAY_TASK_ID"'.join(shlex.quote(part) for part in parts)
+    return render_script(
+        spec, run_argv=run_argv, directives=directives, epilogue=epilogue, warned_file=warned
+    )

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_session ON jobs (session, state);
+CREATE TABLE IF NOT EXISTS attempts (token TEXT NOT NULL, job_id TEXT NOT NULL, PRIMARY KEY (token, job_id));
 """
 
 
@@ -132,10 +133,26 @@ class Journal:
     async def submitted(self, rows: Iterable[tuple[str, str]]) -> None:
         """Record the job ids sbatch gave: ``(token, job_id)`` rows."""
         now = time.time()
+        rows = list(rows)
         await self._write(
             "UPDATE jobs SET job_id = ?, state = 'submitted', updated = ? WHERE token = ?",
             [(job_id, now, token) for token, job_id in rows],
         )
+        # Every job id a call was given, in order: a retried call keeps its token and gets a new id.
+        await self._write("INSERT OR IGNORE INTO attempts VALUES (?, ?)", [(t, j) for t, j in rows])
+
+    async def attempts(self, tokens: Sequence[str]) -> dict[str, list[str]]:
+        """The job ids each of ``tokens`` was submitted as, oldest first."""
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(tokens), 500):  # SQLite's limit on parameters of one statement
+            chunk = list(tokens[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = await self._query(
+                f"SELECT token, job_id FROM attempts WHERE token IN ({marks}) ORDER BY rowid", chunk
+            )
+            for token, job_id in rows:
+                found.setdefault(str(token), []).append(str(job_id))
+        return found
 
     async def refused(self, tokens: Iterable[str]) -> None:
         """Forget jobs sbatch refused (or that were never sent): nothing of them runs."""

@@ -19,6 +19,7 @@ from ._job_script import LOCAL_CLOUDPICKLE, LOCAL_PYTHON
 from ._journal import Journal
 from ._poller import Poller
 from ._remote_layout import RemoteLayout
+from ._retries import Retries
 from ._status_loop import follow_jobs
 from ._submitter import ArrayShape, SubmitRequest, Submitter
 from .future import JobFuture
@@ -64,6 +65,7 @@ class SessionLifecycle:
     _poller: Poller
     _submitter: Submitter
     _jobs: JobCleanup
+    _retries: Retries
     _tg: anyio.abc.TaskGroup
     _reader: BatchedReader
 
@@ -173,6 +175,10 @@ class SessionLifecycle:
         # closes the rest (cancel scopes exit in the order they were entered).
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
+        self._retries = Retries(
+            submit=self._submitter.submit, give_up=self._poller.give_up_retry, task_group=self._tg
+        )
+        self._poller.retry = self._retries.take
         await self._tg.start(self._follow_jobs)
         await self._tg.start(self._submitter.run)
         self._reader = BatchedReader(self._read_files, self._tg)

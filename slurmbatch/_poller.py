@@ -29,9 +29,10 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
-from ._errors import ConnectError, ConnectionLost, SubmissionError
+from ._errors import SubmissionError
 from ._journal import Journal
 from ._outcomes import Ended, forgotten_status
+from ._reconnect import one_connect_error
 from ._remote_layout import RemoteLayout
 from ._result_files import ResultFiles
 from ._scheduler_queries import SchedulerQueries, never_start_message
@@ -103,6 +104,10 @@ class Poller:
         self._present: set[str] = set()
         self._ready: set[str] = set()  # live tokens in _present: to collect now
         self._ended: dict[str, Ended] = {}  # by token
+        # Tokens of futures whose job ended and whose call is being submitted again (see _retries).
+        self._retrying: set[str] = set()
+        #: Decides whether a failed job is submitted again (and starts that), see :meth:`resolve`.
+        self.retry: Callable[[JobFuture[Any], BaseException], bool] | None = None
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -160,6 +165,7 @@ class Poller:
         """Start watching ``future``'s job."""
         self._live[future.token] = future
         self._by_job_id[future.job_id] = future
+        self._retrying.discard(future.token)
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         if future.token in self._present:
             self._ready.add(future.token)  # it finished before we learnt its job id
@@ -203,8 +209,15 @@ class Poller:
 
         ``collected=False``: its outcome is not known (the session gave up following the job), so the
         journal keeps it for a later reattach.
+
+        A failure its spec retries is not resolved: the job stops being tracked, and the future waits
+        for its next attempt (tracked again by :meth:`track`, or resolved by :meth:`give_up_retry`).
         """
-        if exc is None:
+        retried = exc is not None and collected and self.retry is not None and self.retry(future, exc)
+        if retried:
+            self._retrying.add(future.token)
+            future._set_state(JobState.PENDING)
+        elif exc is None:
             future._set_result(value)
         else:
             future._set_exception(exc, state)
@@ -214,12 +227,19 @@ class Poller:
         self._ended.pop(future.token, None)
         self._files_lost.discard(future.token)
         self.status.forget(future)
+        if retried:
+            return
         if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
-        if not self._live:
+        if not self._live and not self._retrying:
             self._idle.set()
         self._progress.set()
         self._progress = anyio.Event()
+
+    def give_up_retry(self, future: JobFuture[Any], exc: BaseException) -> None:
+        """Resolve ``future``, whose next attempt could not be submitted, with ``exc``."""
+        self._retrying.discard(future.token)
+        self.resolve(future, exc=exc, state=JobState.FAILED)
 
     # ----------------------------------------------------------------------------------- watcher news
     def _on_listing(self, appeared: list[str], gone: list[str], complete: bool) -> None:
@@ -272,7 +292,7 @@ class Poller:
                 while True:
                     await self._step()
         except Exception as raised:
-            error = _one_connect_error(raised)
+            error = one_connect_error(raised)
             if error is raised:
                 raise
             raise error from raised
@@ -402,23 +422,3 @@ class Poller:
             for future, ended in unconfirmed:
                 self._ended[future.token] = attrs.evolve(ended, settle_at=now + _ENDED_GRACE)
         self._files.fail([(f, e.status) for f, e in due if not f.done() and e.seen >= 2], tails)
-
-
-def _one_connect_error(error: Exception) -> Exception:
-    """The status queries and the loop's own commands may lose the connection at the same moment: one
-    ``ConnectError`` then stands for all of them (the final one, if the outage is past the deadline), so
-    that the session sees an outage rather than a crash."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [error]
-    while pending:
-        current = pending.pop(0)
-        members = getattr(current, "exceptions", None)
-        if isinstance(members, tuple):
-            pending += [m for m in members if isinstance(m, BaseException)]
-        else:
-            leaves.append(current)
-    connect = [e for e in leaves if isinstance(e, ConnectError)]
-    if len(leaves) < 2 or len(connect) < len(leaves):
-        return error
-    final = [e for e in connect if not isinstance(e, ConnectionLost)]
-    return (final or connect)[0]

@@ -50,10 +50,13 @@ async def reattach(
         sessions = [session_id]
     entries = await journal.uncollected(sessions)
     job_ids = await _job_ids_of(submitter, entries)
+    attempts = await journal.attempts([e.token for e in entries])
     futures: list[JobFuture[Any]] = []
     for entry in entries:
         job_id = job_ids.get(entry.token)
         future = new_future(entry, job_id)
+        tried = attempts.get(entry.token, [])
+        future._attempts[:0] = [earlier for earlier in tried if earlier != job_id]
         futures.append(future)
         if job_id is None:
             poller.resolve(
@@ -78,6 +81,10 @@ async def _job_ids_of(submitter: Submitter, entries: Sequence[JournalEntry]) -> 
     for fence in dict.fromkeys(e.fence for e in entries if e.job_id is None):
         replies, _ = await submitter.recover(fence)
         for entry in (e for e in entries if e.fence == fence):
+            own = (replies or {}).get(entry.token)  # a single job, or a retry of an array's task
+            if own is not None and own.job_id is not None:
+                ids[entry.token] = own.job_id
+                continue
             job_token, _, index = entry.token.partition(".")
             reply = (replies or {}).get(job_token)
             if reply is not None and reply.job_id is not None:

@@ -16,7 +16,7 @@ import anyio
 
 from ._errors import ConnectError, ConnectionLost
 
-__all__ = ["Outage", "retry_lost", "sole_error"]
+__all__ = ["Outage", "one_connect_error", "retry_lost", "sole_error"]
 
 logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
@@ -77,3 +77,23 @@ async def retry_lost(operation: Callable[[], Awaitable[T]], *, deadline: float, 
             return await operation()
         except ConnectionLost as error:
             await anyio.sleep(outage.lost(error, what))
+
+
+def one_connect_error(error: Exception) -> Exception:
+    """The status queries and the loop's own commands may lose the connection at the same moment: one
+    ``ConnectError`` then stands for all of them (the final one, if the outage is past the deadline), so
+    that the session sees an outage rather than a crash."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop(0)
+        members = getattr(current, "exceptions", None)
+        if isinstance(members, tuple):
+            pending += [m for m in members if isinstance(m, BaseException)]
+        else:
+            leaves.append(current)
+    connect = [e for e in leaves if isinstance(e, ConnectError)]
+    if len(leaves) < 2 or len(connect) < len(leaves):
+        return error
+    final = [e for e in connect if not isinstance(e, ConnectionLost)]
+    return (final or connect)[0]

@@ -52,6 +52,10 @@ class RemoteLayout:
     def arguments(self, token: str) -> str:
         return join(self.jobs_dir, f"{token}.args.pkl")
 
+    def resume(self, token: str) -> str:
+        """The call a checkpoint saved, which the requeued job runs instead of the original."""
+        return join(self.jobs_dir, f"{token}.resume.pkl")
+
     def script(self, token: str) -> str:
         return join(self.jobs_dir, f"{token}.sh")
 

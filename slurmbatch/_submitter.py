@@ -200,7 +200,9 @@ class Submitter:
         """Group the batch: calls sharing a function and a JobSpec become array jobs (unless opted out)."""
         groups: dict[tuple[str, JobSpec], list[SubmitRequest]] = {}
         for request in batch:
-            if request.spec.coalesce:
+            if request.future is not None:  # a retry: a job of its own, under its future's token
+                yield Job(request.token, [request], None)
+            elif request.spec.coalesce:
                 groups.setdefault((request.function.digest, request.spec), []).append(request)
             else:
                 yield Job(new_token(), [request], None)

@@ -34,6 +34,7 @@ class JobFuture(Generic[T]):
     """
 
     __slots__ = (
+        "_attempts",
         "_done",
         "_exception",
         "_session",
@@ -62,6 +63,7 @@ class JobFuture(Generic[T]):
         self.job_id = job_id
         #: The client-made token that names the job's remote files and its Slurm job name.
         self.token = token
+        self._attempts = [job_id]
 
     def __repr__(self) -> str:
         return f"<JobFuture job_id={self.job_id} state={self._state.name}>"
@@ -70,6 +72,15 @@ class JobFuture(Generic[T]):
     def state(self) -> JobState:
         """The job's last known Slurm state (updated by the session's single status query)."""
         return self._state
+
+    @property
+    def attempts(self) -> tuple[str, ...]:
+        """The Slurm job ids tried for this call, oldest first; the last is :attr:`job_id`.
+
+        A job is submitted again (a new id, the same future) when it ended with an outcome its
+        ``JobSpec.retry_on`` names, at most ``JobSpec.retries`` times. A job Slurm requeued keeps its id.
+        """
+        return tuple(self._attempts)
 
     def done(self) -> bool:
         """Return True once the outcome is known (a value, an exception, or a terminal state)."""
@@ -117,6 +128,12 @@ class JobFuture(Generic[T]):
     def _set_state(self, state: JobState) -> None:
         if not self.done():
             self._state = state
+
+    def _retried(self, job_id: str) -> None:
+        """The call was submitted again, as job ``job_id``."""
+        self.job_id = job_id
+        self._attempts.append(job_id)
+        self._state = JobState.PENDING
 
     def _set_result(self, value: Any) -> None:
         if not self._done:

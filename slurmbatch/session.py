@@ -377,10 +377,15 @@ class SlurmSession(SessionFiles):
 
     def _on_submitted(self, request: SubmitRequest) -> None:
         assert request.job_id is not None
+        if request.future is not None:  # the next attempt of a retried call
+            request.future._retried(request.job_id)
+            self._poller.track(request.future)
+            return
         future: JobFuture[Any] = JobFuture(
             self, job_id=request.job_id, token=request.token, source_file=request.function.source_file
         )
         request.future = future
+        self._retries.remember(request)
         self._poller.track(future)
         self._jobs.collected[request.token] = None
         if self.cluster_info.parsable_cluster is None:

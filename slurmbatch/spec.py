@@ -9,6 +9,8 @@ from typing import Any, TypeAlias, TypeVar
 
 import attrs
 
+from ._errors import JobNodeFailure, JobPreempted
+
 __all__ = ["JobSpec", "OptionValue", "VariableValue"]
 
 OptionValue: TypeAlias = str | int | float | bool | Sequence[str | int | float] | None
@@ -241,6 +243,57 @@ def _check_parallelism(spec: JobSpec, attribute: attrs.Attribute[Any], value: ob
         )
 
 
+def _check_retries(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"JobSpec.retries must be a whole number, not {_describe(value)}.")
+    if value < 0:
+        raise ValueError(f"JobSpec.retries is {value}; it must be 0 (no retry) or more.")
+
+
+def _to_types(value: object) -> object:
+    # One class alone is taken as a tuple of one; a list becomes a tuple (the spec stays hashable).
+    if isinstance(value, type):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_retry_on(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        raise TypeError(
+            f"JobSpec.retry_on must be a tuple of exception classes, not {_describe(value)}, "
+            "e.g. retry_on=(JobNodeFailure, JobPreempted)."
+        )
+    for item in value:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            raise TypeError(
+                f"JobSpec.retry_on holds {_describe(item)}; give exception classes, e.g. JobNodeFailure."
+            )
+
+
+def _check_signal(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not _SIGNAL_NAME.fullmatch(value):
+        raise ValueError(
+            f"JobSpec.requeue_signal is {value!r}; give a signal name without the SIG prefix, e.g. 'USR2'."
+        )
+    if value.upper() in ("USR1", "KILL", "STOP"):
+        why = "NCCL and other libraries use it" if value.upper() == "USR1" else "it cannot be caught"
+        raise ValueError(f"JobSpec.requeue_signal cannot be {value!r}: {why}. Use e.g. 'USR2' or 'URG'.")
+
+
+def _check_lead(spec: JobSpec, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"JobSpec.signal_lead must be a whole number of seconds, not {_describe(value)}.")
+    if not 0 < value <= 65535:
+        raise ValueError(f"JobSpec.signal_lead is {value}; give seconds between 1 and 65535.")
+
+
+def _default_retry_on() -> tuple[type[BaseException], ...]:
+    return (JobNodeFailure, JobPreempted)
+
+
+_SIGNAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
 @attrs.frozen(kw_only=True)
 class JobSpec:
     """How to run a function as a Slurm job. Immutable and hashable; every field has a default.
@@ -278,6 +331,22 @@ class JobSpec:
             for no limit.
         coalesce: allow the session to put calls with this spec that are submitted together into one
             job array. Set False to always submit one job per call.
+        retries: how many times a job that ended with one of :attr:`retry_on` is submitted again (a new
+            job id, the same future; :attr:`JobFuture.attempts` lists the ids tried). ``0``: never.
+        retry_on: the outcomes that are retried, as exception classes: by default
+            ``(JobNodeFailure, JobPreempted)``. An exception raised by your function is retried only if
+            its class (or a base of it) is named here.
+        requeue: let Slurm requeue the job (``--requeue``) and send the batch script
+            :attr:`requeue_signal` :attr:`signal_lead` seconds before its time limit, and on preemption
+            where the cluster sends it (``--signal=B:USR2@60``). If the function has a ``checkpoint``
+            method (see :class:`~slurmbatch.Checkpointable`), the signal makes the job save the call it
+            returns and requeue itself, and the requeued job resumes with that call; the future stays
+            pending across requeues. Without one, a preempted job starts again from scratch and a job
+            that reaches its time limit fails with :class:`~slurmbatch.JobTimeout`.
+        requeue_signal: the signal name for :attr:`requeue`; ``USR2`` by default (not ``USR1``, which
+            NCCL and other libraries use for their own purposes).
+        signal_lead: seconds before the time limit at which :attr:`requeue_signal` is sent (Slurm may
+            send it up to a minute earlier); it is the time a checkpoint may take.
     """
 
     options: Mapping[str, OptionValue] = attrs.field(
@@ -299,6 +368,13 @@ class JobSpec:
     job_name: str | None = attrs.field(default=None, validator=_check_optional_name)
     array_parallelism: int | None = attrs.field(default=None, validator=_check_parallelism)
     coalesce: bool = attrs.field(default=True, validator=_check_flag)
+    retries: int = attrs.field(default=0, validator=_check_retries)
+    retry_on: tuple[type[BaseException], ...] = attrs.field(
+        factory=_default_retry_on, converter=_to_types, validator=_check_retry_on
+    )
+    requeue: bool = attrs.field(default=False, validator=_check_flag)
+    requeue_signal: str = attrs.field(default="USR2", validator=_check_signal)
+    signal_lead: int = attrs.field(default=60, validator=_check_lead)
 
     def __attrs_post_init__(self) -> None:
         if not self.use_srun and (self.srun_options or self.srun_append):

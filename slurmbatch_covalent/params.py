@@ -286,8 +286,12 @@ def _ssh_config(value: str | Sequence[str]) -> tuple[str, ...] | None:
     return tuple(str(path) for path in value)
 
 
-def job_spec(params: Mapping[str, Any], *, dispatch_id: str, node_id: int | str) -> JobSpec:
+def job_spec(params: Mapping[str, Any], *, dispatch_id: str, node_id: int | str, retries: int = 0) -> JobSpec:
     """The :class:`~slurmbatch.JobSpec` of task ``node_id`` of dispatch ``dispatch_id``.
+
+    ``retries`` (the executor's Covalent ``retries``) is how many times a job that ended by a node
+    failure or a preemption is submitted again (``JobSpec.retries`` with its default ``retry_on``); an
+    exception raised by the task itself is not retried.
 
     The batch script runs, in this order: ``cd`` to the working directory (``remote_workdir``, or
     ``<remote_workdir>/<dispatch_id>/node_<node_id>`` with ``create_unique_workdir``), ``source`` of
@@ -316,6 +320,7 @@ def job_spec(params: Mapping[str, Any], *, dispatch_id: str, node_id: int | str)
         job_name=f"covalent-{node_id}-{dispatch_id}",
         # One job per task, named like the plugin's: a task's job id is its Covalent job handle.
         coalesce=False,
+        retries=max(0, int(retries)),
     )
 
 

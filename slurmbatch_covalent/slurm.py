@@ -92,7 +92,9 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         log_stdout: A file the task's standard output is appended to.
         log_stderr: A file the task's standard error is appended to.
         time_limit: Passed to Covalent's base executor.
-        retries: Passed to Covalent's base executor.
+        retries: How many times a task's job that ended by a node failure or a preemption is submitted
+            again (``JobSpec.retries``); an exception the task raised is not retried. Also passed to
+            Covalent's base executor.
         ignore_versions: Skip checking the login node's Python and cloudpickle when the session opens.
         port: SSH port; default from the ssh config, else 22.
         known_hosts: known_hosts file the host key is checked against; default the ssh config's, else
@@ -181,7 +183,13 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         node_id = task_metadata["node_id"]
         params = self._params()
         settings = session_settings(params)
-        spec = job_spec(params, dispatch_id=dispatch_id, node_id=node_id)
+        retries = getattr(self, "retries", 0)
+        spec = job_spec(
+            params,
+            dispatch_id=dispatch_id,
+            node_id=node_id,
+            retries=retries if isinstance(retries, int) and not isinstance(retries, bool) else 0,
+        )
         call = unwrap(function, args, kwargs)
         if await self._cancel_requested():
             raise TaskCancelledError(

@@ -56,6 +56,14 @@ def load_arguments(
     return call[0], call[1]
 
 
+def load_resume_call(path: str, cloudpickle: LazyCloudpickle) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+    """The ``(callable, args, kwargs)`` a checkpoint saved in ``path``; raises :class:`LoadError`."""
+    call = _load_file(path, "resume", cloudpickle, None)
+    if not (isinstance(call, tuple) and len(call) == 3 and isinstance(call[2], dict)):
+        raise LoadError(f"The resume file {path} does not hold a (callable, args, kwargs) call.")
+    return call[0], tuple(call[1]), call[2]
+
+
 def _load_file(path: str, what: str, cloudpickle: LazyCloudpickle, blobs: _BlobDirectory | None) -> Any:
     return _unpickle(_read_file(path, what), f"the {what} file {path}", cloudpickle, blobs)
 

@@ -4,13 +4,16 @@ The batch script runs::
 
     PYTHON runner.py run FN_PATH ARGS_PATH RESULT_PATH [--expect-python 3.11] [--expect-cloudpickle 3]
                                                        [--rank-dir DIR] [--packed]
+                                                       [--resume PATH --checkpoint-signal USR2]
     PYTHON runner.py gather RESULT_PATH --rank-dir DIR --ntasks N
 
 ``run`` loads the function (FN_PATH) and its ``(args, kwargs)`` (ARGS_PATH), calls it, and writes the
 outcome to RESULT_PATH. With ``--rank-dir`` every task of an ``srun`` step runs the function and writes
 its own outcome into DIR instead, and ``gather`` merges them into RESULT_PATH (see ``ranks``). With
-``--packed``, ARGS_PATH is the argument table of a job array (see ``table``). A literal ``{task}`` in
-any path is replaced by ``$SLURM_ARRAY_TASK_ID``.
+``--packed``, ARGS_PATH is the argument table of a job array (see ``table``). With ``--resume``, the
+call saved in PATH by an earlier run's checkpoint runs instead of the original, and the signal named by
+``--checkpoint-signal`` makes a checkpoint (see ``checkpoint``). A literal ``{task}`` in any path is
+replaced by ``$SLURM_ARRAY_TASK_ID``.
 
 The outcome file (see ``outcome``) is written atomically (temporary file, fsync, rename) with mode
 0600, after the job's stdout and stderr are flushed and fsynced (see ``files``). The function's own
@@ -28,10 +31,11 @@ from __future__ import annotations
 import os
 import sys
 
+from .checkpoint import on_signal
 from .environment import LazyCloudpickle, python_problem
 from .failures import EnvironmentProblem, LoadError, UsageError, describe, type_name
 from .files import sync_standard_streams, write_atomically
-from .loading import load_arguments, load_function
+from .loading import load_arguments, load_function, load_resume_call
 from .outcome import OUTCOME_PROTOCOL, exception_outcome, format_traceback, outcome, pickle_for_client
 from .ranks import gather, write_rank_outcome
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                 expect_cloudpickle=line.expect_cloudpickle,
                 rank_dir=_with_task(line.rank_dir) if line.rank_dir else None,
                 packed=line.packed,
+                resume_path=_with_task(line.resume) if line.resume else None,
+                checkpoint_signal=line.checkpoint_signal,
             )
         return gather(_with_task(line.result_path), _with_task(line.rank_dir or ""), line.ntasks)
     except UsageError as error:
@@ -76,11 +82,14 @@ def run(
     expect_cloudpickle: str | None = None,
     rank_dir: str | None = None,
     packed: bool = False,
+    resume_path: str | None = None,
+    checkpoint_signal: str | None = None,
 ) -> int:
     """Call the pickled function once and write its outcome; return 0 if it returned, else 1.
 
     With ``packed``, ``args_path`` is an argument table and the call is its entry ``$SLURM_ARRAY_TASK_ID``.
-    With ``rank_dir``, the outcome goes to this rank's file there instead of ``result_path``.
+    With ``rank_dir``, the outcome goes to this rank's file there instead of ``result_path``. With
+    ``resume_path``, a call saved there by a checkpoint runs instead, and ``checkpoint_signal`` saves one.
     """
     rank = int(os.environ.get("SLURM_PROCID") or 0)
     cloudpickle = LazyCloudpickle(expect_cloudpickle)
@@ -90,7 +99,16 @@ def run(
     else:
         # Other ranks only report success: rank 0's value stands for the job.
         keep_value = rank_dir is None or rank == 0
-        result = _call(cloudpickle, fn_path, args_path, rank, keep_value=keep_value, packed=packed)
+        result = _call(
+            cloudpickle,
+            fn_path,
+            args_path,
+            rank,
+            keep_value=keep_value,
+            packed=packed,
+            resume_path=resume_path,
+            checkpoint_signal=checkpoint_signal,
+        )
     if rank_dir:
         write_rank_outcome(rank_dir, rank, result)
     else:
@@ -100,11 +118,24 @@ def run(
 
 
 def _call(
-    cloudpickle: LazyCloudpickle, fn_path: str, args_path: str, rank: int, *, keep_value: bool, packed: bool
+    cloudpickle: LazyCloudpickle,
+    fn_path: str,
+    args_path: str,
+    rank: int,
+    *,
+    keep_value: bool,
+    packed: bool,
+    resume_path: str | None = None,
+    checkpoint_signal: str | None = None,
 ) -> dict[str, Any]:
     try:
-        fn = load_function(fn_path, cloudpickle)
-        args, kwargs = load_arguments(args_path, os.path.dirname(fn_path), cloudpickle, packed=packed)
+        if resume_path and os.path.exists(resume_path):  # a checkpoint of an earlier run of this job
+            fn, args, kwargs = load_resume_call(resume_path, cloudpickle)
+        else:
+            fn = load_function(fn_path, cloudpickle)
+            args, kwargs = load_arguments(args_path, os.path.dirname(fn_path), cloudpickle, packed=packed)
+        if resume_path and checkpoint_signal:
+            on_signal(checkpoint_signal, fn, args, kwargs, resume_path, cloudpickle)
     except EnvironmentProblem as problem:
         return outcome(rank, cloudpickle, kind="environment", message=str(problem))
     except LoadError as error:
@@ -162,6 +193,8 @@ class CommandLine:
         rank_dir: str | None = None,
         packed: bool = False,
         ntasks: int = 0,
+        resume: str | None = None,
+        checkpoint_signal: str | None = None,
     ) -> None:
         self.command = command
         self.result_path = result_path
@@ -172,13 +205,15 @@ class CommandLine:
         self.rank_dir = rank_dir
         self.packed = packed
         self.ntasks = ntasks
+        self.resume = resume
+        self.checkpoint_signal = checkpoint_signal
 
 
 # What each command takes: its positionals, its options with a value, its flags.
 _GRAMMAR = {
     "run": (
         ("fn_path", "args_path", "result_path"),
-        ("--expect-python", "--expect-cloudpickle", "--rank-dir"),
+        ("--expect-python", "--expect-cloudpickle", "--rank-dir", "--resume", "--checkpoint-signal"),
         ("--packed",),
     ),
     "gather": (("result_path",), ("--rank-dir", "--ntasks"), ()),
@@ -238,6 +273,8 @@ def _parse_with_argparse(argv: list[str]) -> CommandLine:
     run_command.add_argument(
         "--packed", action="store_true", help="ARGS_PATH is an argument table: run entry $SLURM_ARRAY_TASK_ID"
     )
+    run_command.add_argument("--resume", help="run the call a checkpoint saved there, if there is one")
+    run_command.add_argument("--checkpoint-signal", help="the signal that saves a checkpoint, e.g. USR2")
     gather_command = commands.add_parser("gather", help="merge the per-rank outcomes into RESULT_PATH")
     gather_command.add_argument("result_path")
     gather_command.add_argument("--rank-dir", required=True)

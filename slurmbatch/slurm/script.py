@@ -42,9 +42,12 @@ def render_script(
     run_argv: Sequence[str],
     directives: Mapping[str, OptionValue] | None = None,
     epilogue: Sequence[Sequence[str]] = (),
+    warned_file: str = "",
 ) -> str:
     """Return the text of the batch script that runs *run_argv* as *spec* asks.
 
+    With ``spec.requeue``, *warned_file* (a shell word) is the file the script creates when Slurm's
+    signal arrives, so that a command that was not ready for the signal yet learns of it.
     *directives* are the session's own ``#SBATCH`` options (job name, output paths, array range, ...);
     each is left out when the spec's options already set it, under any spelling (``J`` or ``job-name``).
     *epilogue* holds commands run after the postrun lines, each an argv that is quoted here.
@@ -63,7 +66,7 @@ def render_script(
     if spec.conda_env is not None:
         lines += _conda_lines(spec.conda_env)
     lines += spec.prerun_commands
-    lines += _run_lines(spec, run_argv)
+    lines += _run_lines(spec, run_argv, warned_file)
     lines += spec.postrun_commands
     lines += [shlex.join(argv) for argv in epilogue]
     return "\n".join(lines) + "\n"
@@ -88,13 +91,37 @@ def _conda_lines(env: str) -> list[str]:
     ]
 
 
-def _run_lines(spec: JobSpec, run_argv: Sequence[str]) -> list[str]:
+def _run_lines(spec: JobSpec, run_argv: Sequence[str], warned_file: str) -> list[str]:
     python_line = shlex.join(run_argv)
     if not spec.use_srun:
-        return [python_line]
-    srun = " ".join(["srun", *render_options(spec.srun_options), "\\"])
-    lines = [srun]
-    if spec.srun_append:
-        lines.append(f"{spec.srun_append} \\")
-    lines.append(python_line)
-    return lines
+        lines = [python_line]
+    else:
+        lines = [" ".join(["srun", *render_options(spec.srun_options), "\\"])]
+        if spec.srun_append:
+            lines.append(f"{spec.srun_append} \\")
+        lines.append(python_line)
+    return _passing_on_signal(spec.requeue_signal, lines, warned_file) if spec.requeue else lines
+
+
+def _passing_on_signal(signal: str, lines: list[str], warned_file: str) -> list[str]:
+    """``lines`` (one command) run in the background, with ``signal`` passed on to it.
+
+    ``--signal=B:...`` signals the batch shell alone, which would die of it (or, trapping it, not pass
+    it on): the command runs in the background, and the shell waits for it again after each signal.
+    The command starts with the signal ignored, so that it does not die of a signal that comes before
+    it is ready; the shell also notes the signal in ``warned_file`` for it to find when it is.
+    """
+    body = list(lines)
+    body[0] = f"( trap '' {signal}; exec {body[0]}"
+    body[-1] = f"{body[-1]} ) &"
+    note = ': > "$sb_warned"; ' if warned_file else ""
+    return [
+        *([f"sb_warned={warned_file}"] if warned_file else []),
+        # $! until sb_child is set: the signal may come between the start of the command and that line.
+        f"trap '{note}kill -{signal} \"${{sb_child:-$!}}\" 2>/dev/null' {signal}",
+        *body,
+        "sb_child=$!",
+        'wait "$sb_child"; sb_status=$?',
+        'while kill -0 "$sb_child" 2>/dev/null; do wait "$sb_child"; sb_status=$?; done',
+        '( exit "$sb_status" )',
+    ]

@@ -29,6 +29,11 @@ class ClusterOptions:
     #: The Slurm release: ``"22.05"`` is the host's own (Debian bookworm), ``"24.11"`` runs in a Debian
     #: trixie root of its own (with OpenSSH 10.0 and Python 3.13; see `_root`).
     slurm: str = attrs.field(default="22.05", validator=attrs.validators.in_(("22.05", "24.11")))
+    #: Two partitions over the same nodes: jobs of ``high`` preempt those of ``low`` (the default), which
+    #: are requeued after a grace time of :attr:`preempt_grace` seconds, and sent their ``--signal``
+    #: first. Requeued jobs may start again after 11 s (``cred_expire=10``) rather than two minutes.
+    preemption: bool = False
+    preempt_grace: int = attrs.field(default=15, validator=attrs.validators.ge(1))
 
 
 def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str) -> str:
@@ -40,7 +45,8 @@ def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str)
         f"SlurmctldPort={ports.slurmctld}",
         "AuthType=auth/munge",
         "CredType=cred/munge",
-        f"AuthInfo=socket={layout.munge_socket}",
+        # cred_expire is also how long a requeued job waits before it may start again.
+        f"AuthInfo=socket={layout.munge_socket}" + (",cred_expire=10" if options.preemption else ""),
         "SlurmUser=root",
         "SlurmdUser=root",
         f"StateSaveLocation={layout.state_dir / 'slurmctld'}",
@@ -103,7 +109,20 @@ def slurm_conf(layout: ClusterLayout, options: ClusterOptions, *, hostname: str)
             f"NodeName={node} NodeAddr=127.0.0.1 NodeHostname={hostname} Port={ports.slurmd[index]}"
             f" CPUs={options.cpus_per_node} RealMemory={options.memory_per_node_mb} State=UNKNOWN"
         )
-    lines.append("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
+    if options.preemption:
+        lines[1:1] = [
+            "PreemptType=preempt/partition_prio",
+            "PreemptMode=REQUEUE",
+            # Without it, a preempted job gets SIGTERM at the end of its grace time, not its --signal.
+            "SlurmctldParameters=preempt_send_user_signal",
+        ]
+        lines += [
+            "PartitionName=low Nodes=ALL Default=YES MaxTime=INFINITE State=UP PriorityTier=1 "
+            f"PreemptMode=REQUEUE GraceTime={options.preempt_grace}",
+            "PartitionName=high Nodes=ALL MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF",
+        ]
+    else:
+        lines.append("PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP")
     return "\n".join(lines) + "\n"
 
 

@@ -476,3 +476,12 @@ def test_slurm_path_also_prepares_the_login_nodes_slurm_commands(
     assert settings.slurm_setup == login_lines
     assert settings.session_kwargs()["slurm_setup"] == login_lines
     SlurmSession(settings.host, **settings.session_kwargs())  # SlurmSession takes them as they are
+
+
+def test_covalent_retries_become_job_spec_retries_of_node_failures_and_preemptions() -> None:
+    from slurmbatch import JobNodeFailure, JobPreempted
+
+    spec = job_spec(params(**SEED_INSTANCE), dispatch_id="d-1", node_id=3, retries=2)
+    assert (spec.retries, spec.retry_on) == (2, (JobNodeFailure, JobPreempted))
+    assert job_spec(params(**SEED_INSTANCE), dispatch_id="d-1", node_id=3).retries == 0
+    assert job_spec(params(**SEED_INSTANCE), dispatch_id="d-1", node_id=3, retries=-1).retries == 0

@@ -141,3 +141,22 @@ async def test_a_killed_process_releases_its_session(tmp_path: Path) -> None:
     await anyio.to_thread.run_sync(alive.wait)
     assert not await mine.is_running("session-alive")
     await mine.close()
+
+
+async def test_every_attempt_of_a_retried_call_is_kept_and_only_the_latest_is_uncollected(
+    tmp_path: Path,
+) -> None:
+    journal = await Journal.open(tmp_path / "journal.sqlite3", session="s1")
+    try:
+        await journal.submitting([("sb-a", "fence-1", None)])
+        await journal.submitted([("sb-a", "101")])
+        # The retry: the same token, a new fence, then a new job id.
+        await journal.submitting([("sb-a", "fence-2", None)])
+        (pending,) = await journal.uncollected(["s1"])
+        assert (pending.fence, pending.job_id) == ("fence-2", None)  # looked up by its fence
+        await journal.submitted([("sb-a", "102")])
+        (entry,) = await journal.uncollected(["s1"])
+        assert (entry.token, entry.job_id) == ("sb-a", "102")
+        assert await journal.attempts(["sb-a", "sb-b"]) == {"sb-a": ["101", "102"]}
+    finally:
+        await journal.close()

@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -87,6 +88,14 @@ CASES: dict[str, tuple[JobSpec, dict[str, Any]]] = {
             srun_options={"exact": True, "overlap": False, "export": ["ALL", "X=1 2"], "label": None},
         ),
         {},
+    ),
+    "requeue_signal": (
+        JobSpec(requeue=True, requeue_signal="URG", postrun_commands=["echo done"]),
+        {"directives": {"requeue": True, "signal": "B:URG@60"}},
+    ),
+    "requeue_srun": (
+        JobSpec(requeue=True, use_srun=True, srun_options={"n": 2}),
+        {"directives": {"requeue": True, "signal": "B:USR2@60"}},
     ),
     "epilogue": (
         JobSpec(use_srun=True, srun_options={"n": 2}, postrun_commands=["echo done"]),
@@ -401,3 +410,27 @@ def test_record_file_is_valid_bash() -> None:
         result = subprocess.run(["bash", "-n"], input=script.encode(), capture_output=True)
         assert result.returncode == 0, (name, result.stderr.decode())
         assert shlex.split(script.splitlines()[-1])  # the last line is a whole command
+
+
+def test_the_batch_shell_passes_the_requeue_signal_on_and_keeps_the_exit_status(tmp_path: Path) -> None:
+    # A stand-in for the runner: it takes the signal once ready (it starts with the signal ignored),
+    # and ends with status 7 when it comes.
+    child = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGUSR2, lambda *_: (print('got it', flush=True), sys.exit(7)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    script = tmp_path / "job.sh"
+    warned = tmp_path / "warned file"
+    text = render_script(
+        JobSpec(requeue=True), run_argv=["python3", "-c", child], warned_file=shlex.quote(str(warned))
+    )
+    script.write_text(text)
+    shell = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, text=True)
+    assert shell.stdout is not None
+    assert shell.stdout.readline() == "ready\n"
+    shell.send_signal(signal.SIGUSR2)  # as --signal=B:USR2 does: the batch shell alone
+    assert shell.wait(timeout=10) == 7
+    assert shell.stdout.read() == "got it\n"
+    assert warned.exists()  # noted for a runner that was not ready yet

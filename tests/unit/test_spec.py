@@ -157,3 +157,36 @@ def test_good_values_are_accepted() -> None:
         array_parallelism=1,
     )
     assert spec.variables["_E"] == "multi\nline"
+
+
+def test_retries_and_requeue_settings() -> None:
+    from slurmbatch import JobNodeFailure, JobPreempted, JobTimeout
+
+    spec = JobSpec(retries=2, retry_on=[JobTimeout, ValueError])
+    assert spec.retry_on == (JobTimeout, ValueError)
+    assert JobSpec().retry_on == (JobNodeFailure, JobPreempted)
+    assert JobSpec(retry_on=JobTimeout).retry_on == (JobTimeout,)
+    assert hash(spec) == hash(JobSpec(retries=2, retry_on=(JobTimeout, ValueError)))
+    assert (JobSpec().requeue_signal, JobSpec().signal_lead) == ("USR2", 60)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "words"),
+    [
+        ({"retries": -1}, ValueError, "0 (no retry) or more"),
+        ({"retries": 1.5}, TypeError, "whole number"),
+        ({"retries": True}, TypeError, "whole number"),
+        ({"retry_on": ("JobTimeout",)}, TypeError, "exception classes"),
+        ({"retry_on": 3}, TypeError, "tuple of exception classes"),
+        ({"requeue_signal": "USR1"}, ValueError, "NCCL"),
+        ({"requeue_signal": "SIG USR2"}, ValueError, "without the SIG prefix"),
+        ({"requeue_signal": "KILL"}, ValueError, "cannot be caught"),
+        ({"signal_lead": 0}, ValueError, "between 1 and 65535"),
+        ({"signal_lead": "60"}, TypeError, "whole number of seconds"),
+    ],
+)
+def test_bad_retry_and_requeue_settings_say_what_to_write(
+    fields: dict[str, object], error: type[Exception], words: str
+) -> None:
+    with pytest.raises(error, match=re.escape(words)):
+        JobSpec(**fields)  # type: ignore[arg-type]
