@@ -13,6 +13,7 @@
 from ._errors import (
     ConnectError,
     ConnectionLost,
+    DependencyFailed,
     IncompleteReply,
     JobCancelled,
     JobFailed,
@@ -41,6 +42,7 @@ __all__ = [
     "ClusterInfo",
     "ConnectError",
     "ConnectionLost",
+    "DependencyFailed",
     "IncompleteReply",
     "JobCancelled",
     "JobFailed",

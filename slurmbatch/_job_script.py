@@ -6,6 +6,8 @@ import re
 import sys
 from importlib.metadata import version
 
+import attrs
+
 from . import _probe
 from ._remote_layout import RemoteLayout
 from ._submitter import ArrayShape
@@ -21,9 +23,18 @@ LOCAL_CLOUDPICKLE = version("cloudpickle")
 
 
 def render_job_script(
-    layout: RemoteLayout, python: str, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None
+    layout: RemoteLayout,
+    python: str,
+    spec: JobSpec,
+    blob: FunctionBlob,
+    token: str,
+    array: ArrayShape | None,
+    dependency: str | None = None,
 ) -> str:
-    """The batch script of job ``token`` (``python``: the session's interpreter, unless the spec names one)."""
+    """The batch script of job ``token`` (``python``: the session's interpreter, unless the spec names one).
+
+    ``dependency``: Slurm's ``--dependency`` for the jobs whose values the calls take (``afterok:...``).
+    """
     interpreter = _probe.python_command(spec.python or python)
     runner = layout.runner(runner_digest())
     # Array tasks share the job's files; the runner puts $SLURM_ARRAY_TASK_ID in place of {task}.
@@ -43,6 +54,8 @@ def render_job_script(
     ]
     if array is not None:
         run_argv.append("--packed")
+    if not spec.use_srun:  # ranks merge their outcomes in `gather`, which keeps the value inline
+        run_argv += ["--value-file", layout.value(task)]
     epilogue: list[list[str]] = []
     if spec.use_srun:
         run_argv += ["--rank-dir", layout.rank_dir(task)]
@@ -58,4 +71,10 @@ def render_job_script(
     if array is not None:
         throttle = f"%{spec.array_parallelism}" if spec.array_parallelism else ""
         directives["array"] = f"0-{array.size - 1}{throttle}"
+    if dependency:
+        own = next((key for key in spec.options if key in ("dependency", "d")), None)
+        if own is not None:  # the spec's own dependency holds too: Slurm's "," means both
+            dependency = f"{spec.options[own]},{dependency}"
+            spec = attrs.evolve(spec, options={k: v for k, v in spec.options.items() if k != own})
+        directives["dependency"] = dependency
     return render_script(spec, run_argv=run_argv, directives=directives, epilogue=epilogue)

@@ -18,19 +18,21 @@ import functools
 import hashlib
 import io
 import itertools
+import operator
 import pickle
 import struct
 import sys
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import cloudpickle
 
-from ._errors import PayloadError, RemoteEnvironmentError, RemoteError
+from ._errors import PayloadError, RemoteEnvironmentError, RemoteError, SlurmBatchError
 from ._tracebacks import restore_source_lines
+from .future import RemoteValue
 from .remote.bundle import runner_bundle
 from .remote.loading import BLOB_REFERENCE
 from .remote.table import (
@@ -44,12 +46,14 @@ __all__ = [
     "ArgumentStore",
     "FunctionBlob",
     "PackedCall",
+    "UpstreamValues",
     "pack_argument_table",
     "pack_arguments",
     "pack_function",
     "runner_digest",
     "runner_source",
     "unpack_outcome",
+    "unpack_value",
 ]
 
 _OUTCOME_KINDS = frozenset({"value", "exception", "environment"})
@@ -133,6 +137,21 @@ class PackedCall:
 _NO_BLOBS: Mapping[str, bytes] = types.MappingProxyType({})
 
 
+class UpstreamValues(Protocol):
+    """How the futures of other jobs found in a call's arguments are pickled (see ``remote/upstream.py``)."""
+
+    def future_of(self, obj: object) -> Any:
+        """The job future ``obj`` stands for, or None if it is not one."""
+
+    def reference(self, future: Any) -> tuple[str, str, str, str] | None:
+        """The persistent id that makes the job side read ``future``'s value from the cluster, or None
+        to put its value (already on the client) in the call instead."""
+
+
+class _HoldsFuture(Exception):
+    """Raised while pickling an argument on its own: it holds a job future, so it stays in the call."""
+
+
 @attrs.frozen
 class _Remembered:
     value: object  # held so that its id() stays its own while remembered
@@ -172,11 +191,14 @@ class ArgumentStore:
         self._remembered: OrderedDict[int, _Remembered] = OrderedDict()
         self._remembered_bytes = 0
 
-    def pack(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> PackedCall:
+    def pack(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], upstream: UpstreamValues | None = None
+    ) -> PackedCall:
         """Pickle the call ``fn(*args, **kwargs)``: its call file and the large arguments it refers to.
 
-        Raises :class:`PayloadError` naming the argument (``args[i]`` or the keyword) that cannot be
-        pickled.
+        ``upstream`` pickles the job futures among the arguments, anywhere in them; without it, a
+        future cannot be pickled. Raises :class:`PayloadError` naming the argument (``args[i]`` or the
+        keyword) that cannot be pickled.
         """
         call = (tuple(args), dict(kwargs))
         if self._all_surely_small(call):
@@ -186,11 +208,13 @@ class ArgumentStore:
         references: dict[int, str] = {}
         blobs: dict[str, bytes] = {}
         for key, value in _keyed_arguments(call):
-            large = self._large(key, value)
+            large = self._large(key, value, upstream)
             if large is not None:
                 references[id(value)], blobs[large.digest] = large.digest, large.data
         try:
-            return PackedCall(_dumps_referring(call, references), blobs)
+            return PackedCall(_dumps_referring(call, references, upstream), blobs)
+        except SlurmBatchError:
+            raise  # a future that cannot be an argument: the upstream said why
         except Exception as exc:
             raise _unpicklable_argument(_labelled_arguments(call), exc) from exc
 
@@ -202,7 +226,7 @@ class ArgumentStore:
                     return False
         return True
 
-    def _large(self, key: int | str, value: object) -> _Remembered | None:
+    def _large(self, key: int | str, value: object, upstream: UpstreamValues | None) -> _Remembered | None:
         """The pickle of ``value``, argument ``key``, if it is large, else None (it stays inline)."""
         if _builtin_size_bound(value, self._threshold) is not None:
             return None
@@ -211,7 +235,9 @@ class ArgumentStore:
             self._remembered.move_to_end(id(value))
             return remembered
         try:
-            data = cloudpickle.dumps(value)
+            data = _dumps_alone(value, upstream)
+        except _HoldsFuture:
+            return None  # pickled with the call, where its futures become references
         except Exception as exc:
             raise _unpicklable_argument([(_argument_label(key), value)], exc) from exc
         if len(data) < self._threshold:
@@ -257,22 +283,64 @@ def pack_argument_table(calls: Sequence[bytes]) -> bytes:
 
 
 class _ReferringPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
-    """A cloudpickle pickler that writes a reference in place of each object in ``references``."""
+    """A cloudpickle pickler that writes a reference in place of each object in ``references``, and of
+    each job future (through ``upstream``)."""
 
-    def __init__(self, file: io.BytesIO, references: Mapping[int, str]) -> None:
+    def __init__(
+        self, file: io.BytesIO, references: Mapping[int, str], upstream: UpstreamValues | None
+    ) -> None:
         super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
         self._references = references
+        self._upstream = upstream
 
-    def persistent_id(self, obj: object) -> tuple[str, str] | None:
+    def persistent_id(self, obj: object) -> tuple[str, ...] | None:
         digest = self._references.get(id(obj))
-        return None if digest is None else (BLOB_REFERENCE, digest)
+        if digest is not None:
+            return (BLOB_REFERENCE, digest)
+        if self._upstream is not None:
+            future = self._upstream.future_of(obj)
+            if future is not None:
+                return self._upstream.reference(future)  # None: reducer_override puts its value here
+        return None
+
+    def reducer_override(self, obj: object) -> Any:
+        future = self._upstream.future_of(obj) if self._upstream is not None else None
+        if future is not None:
+            # A finished job's value, already here: it goes in the call, rebuilt by the standard library.
+            return operator.itemgetter(0), ([future._value],)
+        return super().reducer_override(obj)
 
 
-def _dumps_referring(call: tuple[tuple[Any, ...], dict[str, Any]], references: Mapping[int, str]) -> bytes:
-    if not references:
+class _FutureSeekingPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
+    """A cloudpickle pickler that gives up (:class:`_HoldsFuture`) when it meets a job future."""
+
+    def __init__(self, file: io.BytesIO, upstream: UpstreamValues) -> None:
+        super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
+        self._upstream = upstream
+
+    def persistent_id(self, obj: object) -> None:
+        if self._upstream.future_of(obj) is not None:
+            raise _HoldsFuture
+        return None
+
+
+def _dumps_alone(value: object, upstream: UpstreamValues | None) -> bytes:
+    if upstream is None:
+        return bytes(cloudpickle.dumps(value))
+    file = io.BytesIO()
+    _FutureSeekingPickler(file, upstream).dump(value)
+    return file.getvalue()
+
+
+def _dumps_referring(
+    call: tuple[tuple[Any, ...], dict[str, Any]],
+    references: Mapping[int, str],
+    upstream: UpstreamValues | None = None,
+) -> bytes:
+    if not references and upstream is None:
         return bytes(cloudpickle.dumps(call))
     file = io.BytesIO()
-    _ReferringPickler(file, references).dump(call)
+    _ReferringPickler(file, references, upstream).dump(call)
     return file.getvalue()
 
 
@@ -359,6 +427,8 @@ def _unpicklable_argument(labelled: list[tuple[str, object]], exc: Exception) ->
 def unpack_outcome(data: bytes, *, job_id: str, source_file: str | None = None) -> Any:
     """Return the value in the outcome file ``data`` of job ``job_id``, or raise what the job raised.
 
+    A large value the job wrote to a file of its own comes back as a :class:`RemoteValue` naming it.
+
     The remote exception is re-raised as its own type, with its traceback in ``remote_traceback`` and
     (Python 3.11+) in a note. Raises :class:`RemoteError` if that exception cannot be rebuilt here,
     :class:`RemoteEnvironmentError` if the job side could not run the function, and
@@ -373,16 +443,24 @@ def unpack_outcome(data: bytes, *, job_id: str, source_file: str | None = None) 
             f"Job {job_id} could not run the function on {host}: {outcome['message']}"
         )
     if outcome["kind"] == "value":
+        if isinstance(outcome.get("value_file"), str) and isinstance(outcome.get("value_size"), int):
+            return RemoteValue(outcome["value_file"], outcome["value_size"])
         if outcome["value"] is None:
             return None
-        try:
-            return cloudpickle.loads(outcome["value"])
-        except Exception as exc:
-            raise PayloadError(
-                f"The return value of job {job_id} cannot be unpickled here ({_describe(exc)}). Make the "
-                "modules and classes it uses importable on the client, or return plain data."
-            ) from exc
+        return unpack_value(outcome["value"], job_id=job_id)
     raise _remote_exception(outcome, job_id=job_id, host=host)
+
+
+def unpack_value(data: bytes, *, job_id: str) -> Any:
+    """The return value of job ``job_id`` pickled in ``data``; :class:`PayloadError` if it cannot be
+    unpickled here."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        raise PayloadError(
+            f"The return value of job {job_id} cannot be unpickled here ({_describe(exc)}). Make the "
+            "modules and classes it uses importable on the client, or return plain data."
+        ) from exc
 
 
 @functools.cache

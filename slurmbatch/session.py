@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from . import _probe
+from ._dependencies import Dependencies
 from ._errors import PayloadError, SessionClosedError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
@@ -28,8 +29,8 @@ from ._session_checks import (
     slurm_setup_text,
 )
 from ._submitter import ArrayShape, SubmitRequest
-from .future import JobFuture
-from .payload import ArgumentStore, FunctionBlob, pack_function
+from .future import JobFuture, RemoteValue
+from .payload import ArgumentStore, FunctionBlob, pack_function, unpack_value
 from .rpc_budget import RpcBudget, TokenBucket
 from .slurm.release import ClusterInfo
 from .spec import JobSpec
@@ -181,6 +182,8 @@ class SlurmSession(SessionLifecycle):
         # Nothing remembered by identity: an object changed in place between two submits must not travel
         # stale. Large arguments are still uploaded once per content (their hash).
         self._arguments = ArgumentStore(remembered=0, max_bytes=max_argument_bytes)
+        # Jobs that take other jobs' values (futures among their arguments).
+        self._deps = Dependencies(self)
         self.max_array_size = 1001
         #: What the session learnt about the cluster when it opened (:class:`ClusterInfo`): the Slurm
         #: version, whether accounting answers, MaxArraySize, MinJobAge. An untested release is a
@@ -261,10 +264,14 @@ class SlurmSession(SessionLifecycle):
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping of keyword arguments, not {type(kwargs).__name__}")
         spec = self._spec(spec)
-        request = SubmitRequest(
-            self._pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec
-        )
-        await self._submitter.submit(request)
+        blob = self._pack_function(fn)
+        call, upstream = self._deps.pack(self._arguments, tuple(args), kwargs or {})
+        request = SubmitRequest(blob, call, spec, upstream=upstream)
+        try:
+            await self._submitter.submit(request)
+        finally:
+            if request.future is None:
+                self._deps.refused(upstream)
         assert request.future is not None
         return request.future
 
@@ -300,12 +307,17 @@ class SlurmSession(SessionLifecycle):
             )
         spec = self._spec(spec)
         blob = self._pack_function(fn)
-        requests = [
-            SubmitRequest(blob, self._arguments.pack(tuple(call), {}), spec)
-            for call in zip(*columns, strict=True)
-        ]
-        # One unit for the submitter: the calls become job arrays, split at the cluster's MaxArraySize.
-        await self._submitter.submit_all(requests)
+        requests: list[SubmitRequest] = []
+        try:
+            for arguments in zip(*columns, strict=True):
+                call, upstream = self._deps.pack(self._arguments, tuple(arguments), {})
+                requests.append(SubmitRequest(blob, call, spec, upstream=upstream))
+            # One unit for the submitter: the calls become job arrays, split at the cluster's MaxArraySize.
+            await self._submitter.submit_all(requests)
+        finally:
+            for request in requests:
+                if request.future is None:
+                    self._deps.refused(request.upstream)
         futures: list[JobFuture[T]] = [r.future for r in requests if r.future is not None]
         refused = [r.error for r in requests if r.error is not None]
         if refused:
@@ -349,9 +361,16 @@ class SlurmSession(SessionLifecycle):
             raise TypeError(f"spec must be a JobSpec, not {type(spec).__name__}: build one with JobSpec(...)")
         return spec
 
-    def _render(self, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None) -> str:
+    def _render(
+        self,
+        spec: JobSpec,
+        blob: FunctionBlob,
+        token: str,
+        array: ArrayShape | None,
+        dependency: str | None = None,
+    ) -> str:
         """The batch script of job ``token``: one call, or an array whose task ``i`` is call ``i``."""
-        return render_job_script(self._layout, self._python, spec, blob, token, array)
+        return render_job_script(self._layout, self._python, spec, blob, token, array, dependency)
 
     def _on_submitted(self, request: SubmitRequest) -> None:
         assert request.job_id is not None
@@ -361,6 +380,7 @@ class SlurmSession(SessionLifecycle):
         request.future = future
         self._poller.track(future)
         self._jobs.collected[request.token] = None
+        self._deps.submitted(future, request.upstream)
         if self.cluster_info.parsable_cluster is None:
             # The first answer tells whether this site's sbatch --parsable names the cluster (123;name).
             self.cluster_info = attrs.evolve(self.cluster_info, parsable_cluster=";" in request.job_id)
@@ -381,6 +401,21 @@ class SlurmSession(SessionLifecycle):
                 return await sftp.get_many(paths)
 
         return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
+
+    async def _fetch_value(self, future: JobFuture[Any], remote: RemoteValue) -> Any:
+        """The value of ``future`` that stayed on the cluster (it was passed to other jobs)."""
+        if self._state not in ("open", "closing"):
+            raise SessionClosedError(
+                f"The value of job {future.job_id} stayed on the cluster, because it was passed to other jobs, "
+                "and the session has closed. Await the future inside the session's `async with` block."
+            )
+        data = await self._reader.read(remote.path)
+        if data is None:
+            raise PayloadError(
+                f"The value file {remote.path} of job {future.job_id} is gone (the job was released, or its "
+                "work directory removed): await a future before releasing it."
+            )
+        return unpack_value(data, job_id=future.job_id)
 
     def release(self, futures: Iterable[JobFuture[Any]]) -> None:
         """Let the remote files of these finished jobs go now, instead of when the session ends.

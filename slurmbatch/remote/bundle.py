@@ -19,7 +19,17 @@ import importlib.resources
 __all__ = ["RUNNER_MODULES", "runner_body", "runner_bundle"]
 
 #: The modules of the uploaded runner, each after those it uses; ``runner`` runs the command line.
-RUNNER_MODULES = ("failures", "table", "environment", "files", "outcome", "loading", "ranks", "runner")
+RUNNER_MODULES = (
+    "failures",
+    "table",
+    "environment",
+    "files",
+    "outcome",
+    "upstream",
+    "loading",
+    "ranks",
+    "runner",
+)
 
 _HEADER = (
     "# The slurmbatch job-side runner, built from the modules of slurmbatch.remote:\n"

@@ -3,14 +3,15 @@
 The batch script runs::
 
     PYTHON runner.py run FN_PATH ARGS_PATH RESULT_PATH [--expect-python 3.11] [--expect-cloudpickle 3]
-                                                       [--rank-dir DIR] [--packed]
+                                                       [--rank-dir DIR] [--packed] [--value-file PATH]
     PYTHON runner.py gather RESULT_PATH --rank-dir DIR --ntasks N
 
 ``run`` loads the function (FN_PATH) and its ``(args, kwargs)`` (ARGS_PATH), calls it, and writes the
 outcome to RESULT_PATH. With ``--rank-dir`` every task of an ``srun`` step runs the function and writes
 its own outcome into DIR instead, and ``gather`` merges them into RESULT_PATH (see ``ranks``). With
 ``--packed``, ARGS_PATH is the argument table of a job array (see ``table``). A literal ``{task}`` in
-any path is replaced by ``$SLURM_ARRAY_TASK_ID``.
+any path is replaced by ``$SLURM_ARRAY_TASK_ID``. With ``--value-file``, a large return value goes to
+PATH and the outcome names it (see ``upstream``): jobs it is passed to read it there.
 
 The outcome file (see ``outcome``) is written atomically (temporary file, fsync, rename) with mode
 0600, after the job's stdout and stderr are flushed and fsynced (see ``files``). The function's own
@@ -34,6 +35,7 @@ from .files import sync_standard_streams, write_atomically
 from .loading import load_arguments, load_function
 from .outcome import OUTCOME_PROTOCOL, exception_outcome, format_traceback, outcome, pickle_for_client
 from .ranks import gather, write_rank_outcome
+from .upstream import split_value
 
 try:
     import _pickle as pickle  # see outcome.py: the C pickler without pickle.py's imports
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 expect_cloudpickle=line.expect_cloudpickle,
                 rank_dir=_with_task(line.rank_dir) if line.rank_dir else None,
                 packed=line.packed,
+                value_file=_with_task(line.value_file) if line.value_file else None,
             )
         return gather(_with_task(line.result_path), _with_task(line.rank_dir or ""), line.ntasks)
     except UsageError as error:
@@ -76,6 +79,7 @@ def run(
     expect_cloudpickle: str | None = None,
     rank_dir: str | None = None,
     packed: bool = False,
+    value_file: str | None = None,
 ) -> int:
     """Call the pickled function once and write its outcome; return 0 if it returned, else 1.
 
@@ -95,6 +99,7 @@ def run(
         write_rank_outcome(rank_dir, rank, result)
     else:
         sync_standard_streams()
+        split_value(result, value_file, write_atomically)
         write_atomically(result_path, pickle.dumps(result, protocol=OUTCOME_PROTOCOL))
     return 0 if result["kind"] == "value" else 1
 
@@ -162,6 +167,7 @@ class CommandLine:
         rank_dir: str | None = None,
         packed: bool = False,
         ntasks: int = 0,
+        value_file: str | None = None,
     ) -> None:
         self.command = command
         self.result_path = result_path
@@ -172,13 +178,14 @@ class CommandLine:
         self.rank_dir = rank_dir
         self.packed = packed
         self.ntasks = ntasks
+        self.value_file = value_file
 
 
 # What each command takes: its positionals, its options with a value, its flags.
 _GRAMMAR = {
     "run": (
         ("fn_path", "args_path", "result_path"),
-        ("--expect-python", "--expect-cloudpickle", "--rank-dir"),
+        ("--expect-python", "--expect-cloudpickle", "--rank-dir", "--value-file"),
         ("--packed",),
     ),
     "gather": (("result_path",), ("--rank-dir", "--ntasks"), ()),
@@ -235,6 +242,7 @@ def _parse_with_argparse(argv: list[str]) -> CommandLine:
     run_command.add_argument("--expect-python", help="the client's Python major.minor, e.g. 3.11")
     run_command.add_argument("--expect-cloudpickle", help="the client's cloudpickle major version, e.g. 3")
     run_command.add_argument("--rank-dir", help="write this rank's outcome there instead of RESULT_PATH")
+    run_command.add_argument("--value-file", help="write a large return value there, apart from the outcome")
     run_command.add_argument(
         "--packed", action="store_true", help="ARGS_PATH is an argument table: run entry $SLURM_ARRAY_TASK_ID"
     )
