@@ -245,6 +245,10 @@ class JobCleanup:
             self._releasing.update(f.token for f in futures if f.token in self.collected)
             self._release_wakeup.set()
 
+    def files_gone(self, token: str) -> bool:
+        """Whether job ``token``'s remote files were removed, or are to be (it was released)."""
+        return token not in self.collected or token in self._releasing
+
     async def remove_released(self) -> None:
         """Remove released jobs' files in batches: wait a moment after the first, so more come along."""
         while True:

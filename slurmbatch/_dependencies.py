@@ -121,7 +121,7 @@ class Dependencies:
                 upstream_job_id=future.job_id,
                 upstream_error=future._exception,
             )
-        if future.token not in self._session._jobs.collected:
+        if self._session._jobs.files_gone(future.token):
             raise PayloadError(
                 f"The remote files of job {future.job_id} were released, so its value is no longer on the "
                 "cluster. Await it and pass the value, or pass the future before releasing it."
@@ -171,7 +171,12 @@ class Dependencies:
         self.cancelled_dependants += len(doomed)
         self._session._tg.start_soon(self._cancel, doomed)
 
-    def _fail(self, future: JobFuture[Any], error: BaseException, doomed: list[JobFuture[Any]]) -> None:
+    def _fail(
+        self, future: JobFuture[Any] | _Failed, error: BaseException, doomed: list[JobFuture[Any]]
+    ) -> None:
+        if isinstance(error, DependencyFailed) and error.upstream_error is not None:
+            # It never ran either: name the job that failed first, and its error.
+            future, error = _Failed(error.upstream_job_id), error.upstream_error
         for dependant in doomed:
             self._session._poller.resolve(
                 dependant,
@@ -188,15 +193,20 @@ class Dependencies:
         """A :class:`DependencyFailed` for a job Slurm keeps pending because an upstream job failed."""
         if status.reason != "DependencyNeverSatisfied":
             return None
-        failed = [u for u in self._upstreams.get(future.token, ()) if u.done() and u._exception is not None]
-        upstream = failed[0] if failed else None
-        ids = ", ".join(u.job_id for u in self._upstreams.get(future.token, ())) or "another job"
+        upstreams = self._upstreams.get(future.token, [])
+        failed = next((u for u in upstreams if u.done() and u._exception is not None), None)
+        job_id = ", ".join(u.job_id for u in upstreams) or "another job"
+        error = None
+        if failed is not None:
+            job_id, error = failed.job_id, failed._exception
+            if isinstance(error, DependencyFailed) and error.upstream_error is not None:
+                job_id, error = error.upstream_job_id, error.upstream_error
         return DependencyFailed(
             f"Job {future.job_id} was cancelled without running: Slurm will never start it, because a job "
-            f"whose value it takes ({upstream.job_id if upstream else ids}) failed or was cancelled"
-            + (f" ({_describe(upstream._exception)})." if upstream and upstream._exception else "."),
-            upstream_job_id=upstream.job_id if upstream else ids,
-            upstream_error=upstream._exception if upstream else None,
+            f"whose value it takes ({job_id}) failed or was cancelled"
+            + (f" ({_describe(error)})." if error is not None else "."),
+            upstream_job_id=job_id,
+            upstream_error=error,
         )
 
     def _doomed_by(self, failed: JobFuture[Any]) -> list[JobFuture[Any]]:
@@ -222,6 +232,13 @@ class Dependencies:
             self._holds[token] = count
         else:
             self._holds.pop(token, None)
+
+
+class _Failed:
+    """The job that failed first in a chain, by its id (its future may be another job's upstream)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
 
 
 def _describe(exc: BaseException | None) -> str:
