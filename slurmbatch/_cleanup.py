@@ -267,7 +267,8 @@ class JobCleanup:
     async def remove_collected(self) -> None:
         """Remove the files of every collected job (at the session's end)."""
         live = {f.token for f in self._poller.live()}
-        await self._remove_files([t for t in self.collected if t not in live])
+        # A detached job may still read a finished job's value: those files stay (for a reattach).
+        await self._remove_files([t for t in self.collected if t not in live and not self._held(t)])
 
     async def _remove_files(self, done: Collection[str]) -> None:
         """Remove the remote files of the finished jobs ``done`` (tokens)."""

@@ -84,6 +84,9 @@ class Dependencies:
         self._dependants: dict[str, list[JobFuture[Any]]] = {}
         self._upstreams: dict[str, list[JobFuture[Any]]] = {}  # by dependant token
         self._failing = False  # failing the dependants of a failed job (their own resolution waits)
+        # Jobs taken over from an earlier session: which of its jobs read their values is not recorded,
+        # so their files stay until this session has followed all its jobs to the end.
+        self._adopted: set[str] = set()
         #: Jobs cancelled because an upstream job failed (for the tests and the log).
         self.cancelled_dependants = 0
 
@@ -130,7 +133,15 @@ class Dependencies:
     # ------------------------------------------------------------------------------- tracking
     def held(self, token: str) -> bool:
         """Whether job ``token``'s files must stay: a job that takes its value has not finished."""
-        return self._holds.get(token, 0) > 0
+        return self._holds.get(token, 0) > 0 or token in self._adopted
+
+    def adopted(self, token: str) -> None:
+        """Job ``token`` was taken over by :meth:`SlurmSession.reattach`: its files stay to the end."""
+        self._adopted.add(token)
+
+    def all_jobs_ended(self) -> None:
+        """Every job of the session has ended: adopted jobs' files may go with the others."""
+        self._adopted.clear()
 
     def submitted(self, future: JobFuture[Any], upstreams: tuple[JobFuture[Any], ...]) -> None:
         """Job ``future`` was accepted by sbatch; it takes the values of ``upstreams``."""
@@ -148,8 +159,15 @@ class Dependencies:
         for upstream in upstreams:
             self._release_hold(upstream.token)
 
-    def resolved(self, future: JobFuture[Any]) -> None:
-        """``future`` was resolved: its upstream files may go, and if it failed, so do its dependants."""
+    def resolved(self, future: JobFuture[Any], *, outcome_known: bool = True) -> None:
+        """``future`` was resolved: its upstream files may go, and if it failed, so do its dependants.
+
+        ``outcome_known=False``: the session gave up following the job (detached, unreachable), which
+        may still succeed: its dependants are left to Slurm and to a later reattach, and the files of
+        its upstream jobs stay for it.
+        """
+        if not outcome_known:
+            return
         for upstream in self._upstreams.pop(future.token, ()):
             self._release_hold(upstream.token)
             dependants = self._dependants.get(upstream.token)
@@ -157,7 +175,9 @@ class Dependencies:
                 dependants.remove(future)
             if not dependants:
                 self._dependants.pop(upstream.token, None)
-        if self._failing or future._exception is None or not self._dependants.get(future.token):
+        if self._failing or future._exception is None:
+            return
+        if not self._dependants.get(future.token):
             return
         doomed = self._doomed_by(future)
         if not doomed:

@@ -206,6 +206,8 @@ class SessionLifecycle:
                 if self._detached:
                     self._jobs.abandon_live(self._jobs.detached_error)
                 if self._cleanup:
+                    if exc_type is None and not self._detached:
+                        self._deps.all_jobs_ended()
                     await self._jobs.remove_collected()
             self._state = "closed"
             self._tg.cancel_scope.cancel()

@@ -228,7 +228,7 @@ class Poller:
         if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
         if self._dependencies is not None:
-            self._dependencies.resolved(future)
+            self._dependencies.resolved(future, outcome_known=collected)
         if not self._live:
             self._idle.set()
         self._progress.set()

@@ -225,6 +225,7 @@ class SlurmSession(SessionLifecycle):
 
         def new_future(entry: JournalEntry, job_id: str | None) -> JobFuture[Any]:
             self._jobs.collected[entry.token] = None
+            self._deps.adopted(entry.token)
             return JobFuture(
                 self, job_id=job_id or "(never submitted)", token=entry.token, source_file=entry.source_file
             )

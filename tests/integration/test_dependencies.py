@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -10,7 +11,7 @@ import pytest
 
 from slurmbatch import DependencyFailed, JobState, PayloadError, SlurmSession
 
-pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
+pytestmark = [pytest.mark.cluster]
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -37,10 +38,18 @@ def fail_with(message: str) -> int:
     raise ValueError(message)
 
 
+def slow_increment(x: int) -> int:
+    import time
+
+    time.sleep(2)
+    return x + 1
+
+
 def read_bytes(session: SlurmSession) -> int:
     return session._pool.transfers.bytes_read
 
 
+@pytest.mark.anyio
 async def test_a_large_value_goes_job_to_job_without_the_client(session_kwargs: dict[str, Any]) -> None:
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         block = await session.submit(make_block, (TEN_MB,))
@@ -57,6 +66,7 @@ async def test_a_large_value_goes_job_to_job_without_the_client(session_kwargs: 
         assert read_bytes(session) - before >= TEN_MB
 
 
+@pytest.mark.anyio
 async def test_a_chain_of_five(session_kwargs: dict[str, Any]) -> None:
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         future = await session.submit(increment, (0,))
@@ -70,6 +80,7 @@ async def test_a_chain_of_five(session_kwargs: dict[str, Any]) -> None:
         assert [await f for f in chain] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.anyio
 async def test_fan_in_of_futures_in_a_list_and_a_dict(session_kwargs: dict[str, Any]) -> None:
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         parts = await session.map(increment, range(4))
@@ -81,6 +92,7 @@ async def test_fan_in_of_futures_in_a_list_and_a_dict(session_kwargs: dict[str, 
         assert await result == (1 + 2 + 3) + 4 + 101
 
 
+@pytest.mark.anyio
 async def test_map_over_the_futures_of_a_map(session_kwargs: dict[str, Any]) -> None:
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         first = await session.map(increment, range(6))
@@ -90,6 +102,7 @@ async def test_map_over_the_futures_of_a_map(session_kwargs: dict[str, Any]) -> 
         assert [await f for f in second] == [i + 2 for i in range(6)]
 
 
+@pytest.mark.anyio
 async def test_an_upstream_failure_fails_its_dependants(session_kwargs: dict[str, Any]) -> None:
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         bad = await session.submit(fail_with, ("no luck",))
@@ -108,6 +121,7 @@ async def test_an_upstream_failure_fails_its_dependants(session_kwargs: dict[str
             await session.submit(increment, (bad,))
 
 
+@pytest.mark.anyio
 async def test_futures_that_cannot_be_arguments_are_refused(session_kwargs: dict[str, Any]) -> None:
     async with SlurmSession("127.0.0.1", **session_kwargs) as session:
         released = await session.submit(increment, (1,))
@@ -119,3 +133,39 @@ async def test_futures_that_cannot_be_arguments_are_refused(session_kwargs: dict
             foreign = await other.submit(increment, (1,))
             with pytest.raises(PayloadError, match="another session"):
                 await session.submit(increment, (foreign,))
+
+
+@pytest.mark.anyio
+async def test_a_detached_chain_is_collected_once_by_a_later_session(
+    slurm_cluster: Any, tmp_path: Path
+) -> None:
+    from .conftest import session_options
+
+    options = session_options(slurm_cluster, journal=tmp_path / "journal.sqlite3")
+    async with SlurmSession("127.0.0.1", **options) as first:
+        head = await first.submit(increment, (1,))
+        middle = await first.submit(slow_increment, (head,))
+        tail = await first.submit(increment, (middle,))
+        await head  # finished before the session ends: its files stay for the detached dependants
+        detached = first.detach()
+    assert sorted(detached) == sorted([middle.job_id, tail.job_id])
+    async with SlurmSession("127.0.0.1", **options) as second:
+        again = await second.reattach(first.id)
+        # Neither lost nor doubled: the two detached jobs, each once, with the values of the chain.
+        assert sorted(f.job_id for f in again) == sorted(detached)
+        values = {f.job_id: await f for f in again}
+        assert values == {middle.job_id: 3, tail.job_id: 4}
+        assert await second.reattach(first.id) == []
+
+
+def test_executor_futures_as_arguments(slurm_cluster: Any) -> None:
+    from slurmbatch import SlurmExecutor
+
+    from .conftest import session_options
+
+    with SlurmExecutor("127.0.0.1", **session_options(slurm_cluster)) as executor:
+        first = executor.submit(increment, 1)
+        second = executor.submit(increment, first)
+        both = executor.submit(total, [first, second], extra={"more": [second]})
+        assert both.result(timeout=120) == 2 + 3 + 3
+        assert first.result() == 2
