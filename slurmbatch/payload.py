@@ -18,23 +18,22 @@ import functools
 import hashlib
 import io
 import itertools
-import operator
 import pickle
 import struct
 import sys
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 import cloudpickle
 
 from ._errors import PayloadError, RemoteEnvironmentError, RemoteError, SlurmBatchError
+from ._referring_pickler import HoldsFuture, UpstreamValues, dumps_alone, dumps_referring
 from ._tracebacks import restore_source_lines
 from .future import RemoteValue
 from .remote.bundle import runner_bundle
-from .remote.loading import BLOB_REFERENCE
 from .remote.table import (
     ARGUMENT_TABLE_HEADER,
     ARGUMENT_TABLE_MAGIC,
@@ -137,21 +136,6 @@ class PackedCall:
 _NO_BLOBS: Mapping[str, bytes] = types.MappingProxyType({})
 
 
-class UpstreamValues(Protocol):
-    """How the futures of other jobs found in a call's arguments are pickled (see ``remote/upstream.py``)."""
-
-    def future_of(self, obj: object) -> Any:
-        """The job future ``obj`` stands for, or None if it is not one."""
-
-    def reference(self, future: Any) -> tuple[str, str, str, str] | None:
-        """The persistent id that makes the job side read ``future``'s value from the cluster, or None
-        to put its value (already on the client) in the call instead."""
-
-
-class _HoldsFuture(Exception):
-    """Raised while pickling an argument on its own: it holds a job future, so it stays in the call."""
-
-
 @attrs.frozen
 class _Remembered:
     value: object  # held so that its id() stays its own while remembered
@@ -212,7 +196,7 @@ class ArgumentStore:
             if large is not None:
                 references[id(value)], blobs[large.digest] = large.digest, large.data
         try:
-            return PackedCall(_dumps_referring(call, references, upstream), blobs)
+            return PackedCall(dumps_referring(call, references, upstream), blobs)
         except SlurmBatchError:
             raise  # a future that cannot be an argument: the upstream said why
         except Exception as exc:
@@ -235,8 +219,8 @@ class ArgumentStore:
             self._remembered.move_to_end(id(value))
             return remembered
         try:
-            data = _dumps_alone(value, upstream)
-        except _HoldsFuture:
+            data = dumps_alone(value, upstream)
+        except HoldsFuture:
             return None  # pickled with the call, where its futures become references
         except Exception as exc:
             raise _unpicklable_argument([(_argument_label(key), value)], exc) from exc
@@ -280,68 +264,6 @@ def pack_argument_table(calls: Sequence[bytes]) -> bytes:
     header = ARGUMENT_TABLE_HEADER.pack(ARGUMENT_TABLE_MAGIC, ARGUMENT_TABLE_VERSION, count)
     table = struct.pack(f"<{2 * count}Q", *slots)
     return b"".join(itertools.chain((header, table), calls))
-
-
-class _ReferringPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
-    """A cloudpickle pickler that writes a reference in place of each object in ``references``, and of
-    each job future (through ``upstream``)."""
-
-    def __init__(
-        self, file: io.BytesIO, references: Mapping[int, str], upstream: UpstreamValues | None
-    ) -> None:
-        super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
-        self._references = references
-        self._upstream = upstream
-
-    def persistent_id(self, obj: object) -> tuple[str, ...] | None:
-        digest = self._references.get(id(obj))
-        if digest is not None:
-            return (BLOB_REFERENCE, digest)
-        if self._upstream is not None:
-            future = self._upstream.future_of(obj)
-            if future is not None:
-                return self._upstream.reference(future)  # None: reducer_override puts its value here
-        return None
-
-    def reducer_override(self, obj: object) -> Any:
-        future = self._upstream.future_of(obj) if self._upstream is not None else None
-        if future is not None:
-            # A finished job's value, already here: it goes in the call, rebuilt by the standard library.
-            return operator.itemgetter(0), ([future._value],)
-        return super().reducer_override(obj)
-
-
-class _FutureSeekingPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
-    """A cloudpickle pickler that gives up (:class:`_HoldsFuture`) when it meets a job future."""
-
-    def __init__(self, file: io.BytesIO, upstream: UpstreamValues) -> None:
-        super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
-        self._upstream = upstream
-
-    def persistent_id(self, obj: object) -> None:
-        if self._upstream.future_of(obj) is not None:
-            raise _HoldsFuture
-        return None
-
-
-def _dumps_alone(value: object, upstream: UpstreamValues | None) -> bytes:
-    if upstream is None:
-        return bytes(cloudpickle.dumps(value))
-    file = io.BytesIO()
-    _FutureSeekingPickler(file, upstream).dump(value)
-    return file.getvalue()
-
-
-def _dumps_referring(
-    call: tuple[tuple[Any, ...], dict[str, Any]],
-    references: Mapping[int, str],
-    upstream: UpstreamValues | None = None,
-) -> bytes:
-    if not references and upstream is None:
-        return bytes(cloudpickle.dumps(call))
-    file = io.BytesIO()
-    _ReferringPickler(file, references, upstream).dump(call)
-    return file.getvalue()
 
 
 # What a standalone pickle adds to its values besides frame headers: protocol, stop.
