@@ -32,6 +32,7 @@ RELEASE_TIER = [
     "tests/integration/test_faults.py",
     "tests/integration/test_throughput.py",
     "tests/integration/test_reattach.py",
+    "tests/integration/test_dependencies.py",
     "tests/integration/test_cluster_info.py",
     "tests/integration/test_login_shells.py",
     "tests/integration/test_login_nodes.py",

@@ -21,6 +21,7 @@ with _warnings.catch_warnings():
 from ._errors import (
     ConnectError,
     ConnectionLost,
+    DependencyFailed,
     IncompleteReply,
     JobCancelled,
     JobFailed,
@@ -56,6 +57,7 @@ __all__ = [
     "ClusterInfo",
     "ConnectError",
     "ConnectionLost",
+    "DependencyFailed",
     "IncompleteReply",
     "JobCancelled",
     "JobFailed",

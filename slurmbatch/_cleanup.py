@@ -52,6 +52,7 @@ class JobCleanup:
         cancel_timeout: Seconds the session's exit may spend on each of: waiting for submissions under
             way, and cancelling live jobs.
         remove_files: Whether collected jobs' remote files are removed (the session's ``cleanup=``).
+        held: Whether a job's files must stay for now (jobs that take its value have not finished).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class JobCleanup:
         reconnect_deadline: float,
         cancel_timeout: float,
         remove_files: bool,
+        held: Callable[[str], bool] = lambda token: False,
     ) -> None:
         self._pool = pool
         self._layout = layout
@@ -78,6 +80,7 @@ class JobCleanup:
         self._reconnect_deadline = reconnect_deadline
         self.cancel_timeout = cancel_timeout
         self._remove = remove_files
+        self._held = held
         self.collected: dict[str, None] = {}  # job tokens whose remote files may be removed at exit
         self._releasing: set[str] = set()  # tokens whose files release() asked to remove soon
         self._release_wakeup = anyio.Event()
@@ -85,14 +88,17 @@ class JobCleanup:
 
     # ------------------------------------------------------------------------------- cancelling
     async def cancel(
-        self, futures: Sequence[JobFuture[Any]], *, within: float | None = None
+        self, futures: Sequence[JobFuture[Any]], *, within: float | None = None, resolved_too: bool = False
     ) -> list[JobFuture[Any]]:
         """``scancel`` the live jobs among ``futures``; return those ``within`` left no time to cancel.
+
+        ``resolved_too``: also those already resolved by the session while their jobs may still exist
+        (e.g. failed because a job they depend on failed).
 
         Shielded from outside cancellation, and bounded by ``within`` seconds (None: no bound). Raises
         :class:`SubmissionError` with scancel's words if scancel failed.
         """
-        live = [f for f in futures if not f.done()]
+        live = list(futures) if resolved_too else [f for f in futures if not f.done()]
         if not live:
             return []
         step = self._budget.burst if self._budget is not None else len(live)
@@ -239,6 +245,10 @@ class JobCleanup:
             self._releasing.update(f.token for f in futures if f.token in self.collected)
             self._release_wakeup.set()
 
+    def files_gone(self, token: str) -> bool:
+        """Whether job ``token``'s remote files were removed, or are to be (it was released)."""
+        return token not in self.collected or token in self._releasing
+
     async def remove_released(self) -> None:
         """Remove released jobs' files in batches: wait a moment after the first, so more come along."""
         while True:
@@ -246,13 +256,19 @@ class JobCleanup:
             await anyio.sleep(1.0)
             self._release_wakeup = anyio.Event()
             tokens, self._releasing = self._releasing, set()
+            # Files that jobs still to run will read stay until they have finished: asked again later.
+            waiting = {token for token in tokens if self._held(token)}
+            if waiting:
+                self._releasing |= waiting
+                self._release_wakeup.set()
             with anyio.CancelScope(shield=True):  # they are no longer listed for the session's end
-                await self._remove_files(tokens)
+                await self._remove_files(tokens - waiting)
 
     async def remove_collected(self) -> None:
         """Remove the files of every collected job (at the session's end)."""
         live = {f.token for f in self._poller.live()}
-        await self._remove_files([t for t in self.collected if t not in live])
+        # A detached job may still read a finished job's value: those files stay (for a reattach).
+        await self._remove_files([t for t in self.collected if t not in live and not self._held(t)])
 
     async def _remove_files(self, done: Collection[str]) -> None:
         """Remove the remote files of the finished jobs ``done`` (tokens)."""
@@ -262,7 +278,10 @@ class JobCleanup:
         for token in done:
             self.collected.pop(token, None)
         # A job's own files, and the files an array's tasks share once none of its tasks is live.
-        names = [f"{token}{suffix}" for token in done for suffix in (".out", ".err", ".ranks")]
+        names = [f"{token}{suffix}" for token in done for suffix in (".out", ".err", ".ranks", ".value.pkl")]
+        # A result file kept for the jobs that took its value (collected ones are gone: rm -f is quiet).
+        results = posixpath.relpath(self._layout.results_dir, self._layout.jobs_dir)
+        names += [posixpath.join(results, f"{token}.pkl") for token in done]
         live_jobs = {_job_token(t) for t in live | self._kept}
         names += [
             f"{job}{suffix}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConnectError",
+    "DependencyFailed",
     "JobCancelled",
     "JobFailed",
     "JobNodeFailure",
@@ -72,6 +73,19 @@ class SubmissionError(SlurmBatchError):
 
 class PayloadError(SlurmBatchError, TypeError):
     """A function, its arguments or its result could not be pickled or unpickled."""
+
+
+class DependencyFailed(SlurmBatchError):
+    """A job this one took as an argument (a :class:`JobFuture` among its arguments) failed or was
+    cancelled, so this one never ran: Slurm would never start it, and the session cancelled it.
+
+    ``upstream_job_id`` is the failed job's id and ``upstream_error`` what it failed with.
+    """
+
+    def __init__(self, message: str, *, upstream_job_id: str, upstream_error: BaseException | None) -> None:
+        super().__init__(message)
+        self.upstream_job_id = upstream_job_id
+        self.upstream_error = upstream_error
 
 
 class SessionClosedError(SlurmBatchError, RuntimeError):

@@ -7,6 +7,8 @@ import shlex
 import sys
 from importlib.metadata import version
 
+import attrs
+
 from . import _probe
 from ._remote_layout import RemoteLayout
 from ._submitter import ArrayShape
@@ -22,9 +24,18 @@ LOCAL_CLOUDPICKLE = version("cloudpickle")
 
 
 def render_job_script(
-    layout: RemoteLayout, python: str, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None
+    layout: RemoteLayout,
+    python: str,
+    spec: JobSpec,
+    blob: FunctionBlob,
+    token: str,
+    array: ArrayShape | None,
+    dependency: str | None = None,
 ) -> str:
-    """The batch script of job ``token`` (``python``: the session's interpreter, unless the spec names one)."""
+    """The batch script of job ``token`` (``python``: the session's interpreter, unless the spec names one).
+
+    ``dependency``: Slurm's ``--dependency`` for the jobs whose values the calls take (``afterok:...``).
+    """
     interpreter = _probe.python_command(spec.python or python)
     runner = layout.runner(runner_digest())
     # Array tasks share the job's files; the runner puts $SLURM_ARRAY_TASK_ID in place of {task}.
@@ -46,6 +57,8 @@ def render_job_script(
         run_argv.append("--packed")
     if spec.requeue:
         run_argv += ["--resume", layout.resume(task), "--checkpoint-signal", spec.requeue_signal]
+    if not spec.use_srun:  # ranks merge their outcomes in `gather`, which keeps the value inline
+        run_argv += ["--value-file", layout.value(task)]
     epilogue: list[list[str]] = []
     if spec.use_srun:
         run_argv += ["--rank-dir", layout.rank_dir(task)]
@@ -69,6 +82,12 @@ def render_job_script(
         # A shell word: the path with $SLURM_ARRAY_TASK_ID in place of {task}.
         parts = (layout.resume(task) + ".warned").split("{task}")
         warned = '"$SLURM_ARRAY_TASK_ID"'.join(shlex.quote(part) for part in parts)
+    if dependency:
+        own = next((key for key in spec.options if key in ("dependency", "d")), None)
+        if own is not None:  # the spec's own dependency holds too: Slurm's "," means both
+            dependency = f"{spec.options[own]},{dependency}"
+            spec = attrs.evolve(spec, options={k: v for k, v in spec.options.items() if k != own})
+        directives["dependency"] = dependency
     return render_script(
         spec, run_argv=run_argv, directives=directives, epilogue=epilogue, warned_file=warned
     )

@@ -168,10 +168,15 @@ class Journal:
             return
         done, self._finished = self._finished, []
         now = time.time()
-        await self._write(
-            "UPDATE jobs SET state = ?, updated = ? WHERE token = ?",
-            [(state, now, token) for state, token in done],
-        )
+        try:
+            await self._write(
+                "UPDATE jobs SET state = ?, updated = ? WHERE token = ?",
+                [(state, now, token) for state, token in done],
+            )
+        except BaseException:
+            # Cut short (e.g. the session ending under it): kept for the next flush, at close at the latest.
+            self._finished[:0] = done
+            raise
 
     async def uncollected(self, sessions: Sequence[str]) -> list[JournalEntry]:
         """The jobs of ``sessions`` whose futures were never resolved."""

@@ -14,6 +14,7 @@ from anyio.abc import TaskStatus
 from . import _probe
 from ._batched_reads import BatchedReader
 from ._cleanup import JobCleanup
+from ._dependencies import Dependencies
 from ._errors import ConnectError, SessionClosedError
 from ._job_script import LOCAL_CLOUDPICKLE, LOCAL_PYTHON
 from ._journal import Journal
@@ -68,9 +69,17 @@ class SessionLifecycle:
     _retries: Retries
     _tg: anyio.abc.TaskGroup
     _reader: BatchedReader
+    _deps: Dependencies
 
     # Provided by the session: how jobs are rendered and tracked, and how files are read.
-    def _render(self, spec: Any, blob: FunctionBlob, token: str, array: ArrayShape | None) -> str:
+    def _render(
+        self,
+        spec: Any,
+        blob: FunctionBlob,
+        token: str,
+        array: ArrayShape | None,
+        dependency: str | None = None,
+    ) -> str:
         raise NotImplementedError
 
     def _on_submitted(self, request: SubmitRequest) -> None:
@@ -147,6 +156,7 @@ class SessionLifecycle:
             restore_workdir=self._restore_workdir,
             journal=self._journal,
             cancel=self._cancel_jobs,
+            dependencies=self._deps,
         )
         self._submitter = Submitter(
             self._pool,
@@ -170,6 +180,7 @@ class SessionLifecycle:
             reconnect_deadline=self._reconnect_deadline,
             cancel_timeout=self._cancel_timeout,
             remove_files=self._cleanup,
+            held=self._deps.held,
         )
         # The task group is not on the exit stack: it must be exited outside the shielded scope that
         # closes the rest (cancel scopes exit in the order they were entered).
@@ -206,6 +217,8 @@ class SessionLifecycle:
                 if self._detached:
                     self._jobs.abandon_live(self._jobs.detached_error)
                 if self._cleanup:
+                    if exc_type is None and not self._detached:
+                        self._deps.all_jobs_ended()
                     await self._jobs.remove_collected()
             self._state = "closed"
             self._tg.cancel_scope.cancel()

@@ -29,6 +29,7 @@ import anyio
 import attrs
 from anyio.abc import TaskStatus
 
+from ._dependencies import Dependencies
 from ._errors import SubmissionError
 from ._journal import Journal
 from ._outcomes import Ended, forgotten_status
@@ -46,7 +47,8 @@ logger = logging.getLogger("slurmbatch")
 
 __all__ = ["Poller"]
 
-_ENDED_GRACE = 0.5  # seconds a job the scheduler calls ended may take to show its result file
+_ENDED_GRACE = 0.5
+# seconds a job the scheduler calls ended may take to show its result file
 
 
 class Poller:
@@ -68,6 +70,8 @@ class Poller:
         journal: Where resolved jobs are noted (written before their result files are removed).
         cancel: Cancels jobs the way the session does (``scancel``, within its RPC budget): pending jobs
             that can never start are cancelled.
+        dependencies: The session's jobs that take other jobs' values: told of each resolved job,
+            asked whether a job's files must stay, and for the error of a job whose upstream failed.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Poller:
         restore_workdir: Callable[[], Awaitable[None]] | None = None,
         journal: Journal | None = None,
         cancel: Callable[[list[JobFuture[Any]]], Awaitable[None]],
+        dependencies: Dependencies | None = None,
     ) -> None:
         self._pool = pool
         self._layout = layout
@@ -94,6 +99,7 @@ class Poller:
         self._restore_workdir = restore_workdir
         self._journal = journal
         self._cancel = cancel
+        self._dependencies = dependencies
         # Tokens of jobs that were live when the work directory was found removed: their files are gone.
         self._files_lost: set[str] = set()
         self._check_min, self._check_max = check_interval
@@ -128,7 +134,12 @@ class Poller:
             interval=watch_interval,
         )
         self._files = ResultFiles(
-            pool, layout, journal=journal, resolve=self.resolve, files_lost=self._files_lost
+            pool,
+            layout,
+            journal=journal,
+            resolve=self.resolve,
+            files_lost=self._files_lost,
+            held=dependencies.held if dependencies is not None else lambda token: False,
         )
         #: The scheduler queries, in a task of their own.
         self.status = SchedulerQueries(
@@ -231,6 +242,8 @@ class Poller:
             return
         if self._journal is not None and collected:
             self._journal.finished(future.token, future.state.name)
+        if self._dependencies is not None:
+            self._dependencies.resolved(future, outcome_known=collected)
         if not self._live and not self._retrying:
             self._idle.set()
         self._progress.set()
@@ -379,8 +392,11 @@ class Poller:
         except SubmissionError as exc:  # e.g. gone meanwhile: they are failed below all the same
             logger.warning("could not cancel %d job(s) that can never start: %s", len(doomed), exc)
         for future, status in doomed:
+            error = self._dependencies.never_start_error(future, status) if self._dependencies else None
             self.resolve(
-                future, exc=SubmissionError(never_start_message(future, status)), state=JobState.CANCELLED
+                future,
+                exc=error or SubmissionError(never_start_message(future, status)),
+                state=JobState.CANCELLED,
             )
 
     def _note_ended(self, future: JobFuture[Any], status: JobStatus) -> None:

@@ -3,7 +3,9 @@
 ```
 W/runner-<sha12>.py        the job-side program, uploaded once per content
 W/fn/<sha256>.pkl          pickled functions and large arguments, content-addressed: uploaded once
-W/jobs/<token>.*           per job: .args.pkl, .sh, .out, .err, and .ranks/ for multi-task jobs
+W/jobs/<token>.*           per job: .args.pkl, .sh, .out, .err, .ranks/ for multi-task jobs, and
+                           .value.pkl for a large return value (kept apart, so that jobs it is
+                           passed to read it on the cluster and the client fetches it only if asked)
 W/results/<token>.pkl      the outcome; the only per-job file in results/, so one listing finds them all
 ```
 Per-job files are flat, not one directory per job: creating a directory would cost one more SFTP round
@@ -64,6 +66,10 @@ class RemoteLayout:
 
     def stderr(self, token: str) -> str:
         return join(self.jobs_dir, f"{token}.err")
+
+    def value(self, token: str) -> str:
+        """Where the runner puts a large return value of job ``token`` (its outcome then points here)."""
+        return join(self.jobs_dir, f"{token}.value.pkl")
 
     def fence(self, batch: str) -> str:
         """The directory that makes submission batch ``batch`` run at most once (and keeps its replies)."""

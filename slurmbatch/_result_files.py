@@ -11,10 +11,12 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._errors import PayloadError
 from ._journal import Journal
 from ._outcomes import ended_failure, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
-from .future import JobFuture
+from .future import JobFuture, RemoteValue
+from .payload import unpack_value
 from .slurm.states import JobState, JobStatus
 from .transport import Transport
 
@@ -35,6 +37,8 @@ class ResultFiles:
         resolve: Resolves a future (the poller's ``resolve``).
         files_lost: Tokens of jobs whose files went with a removed work directory (shared, kept current
             by the poller).
+        held: Whether jobs that take a job's value have yet to read it: its result file then stays, and
+            a large value stays on the cluster (its future holds a ``RemoteValue`` until awaited).
     """
 
     def __init__(
@@ -45,19 +49,21 @@ class ResultFiles:
         journal: Journal | None,
         resolve: Callable[..., None],
         files_lost: set[str],
+        held: Callable[[str], bool] = lambda token: False,
     ) -> None:
         self._pool = pool
         self._layout = layout
         self._journal = journal
         self._resolve = resolve
         self._files_lost = files_lost
+        self._held = held
 
     async def collect(self, finished: list[JobFuture[Any]]) -> list[JobFuture[Any]]:
         """Resolve ``finished`` by their result files; return those whose file was not there."""
         paths = {self._layout.result(f.token): f for f in finished}
         async with self._pool.sftp() as sftp:
             contents = await sftp.get_many(paths)
-            collected = self._resolve_results(paths, contents)
+            collected = await self._resolve_results(sftp, paths, contents)
             if self._journal is not None:
                 await self._journal.flush()  # collected for good before the files go
             await sftp.remove_many(collected)
@@ -76,7 +82,7 @@ class ResultFiles:
                 contents.update(await sftp.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
-            collected = self._resolve_results(results, contents)
+            collected = await self._resolve_results(sftp, results, contents)
             if self._journal is not None:
                 await self._journal.flush()
             await sftp.remove_many(collected)
@@ -96,20 +102,43 @@ class ResultFiles:
             )
             self._resolve(future, exc=exc, state=state)
 
-    def _resolve_results(
-        self, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
+    async def _resolve_results(
+        self, sftp: Any, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
     ) -> list[str]:
-        """Resolve each future whose result file was read; return those files."""
-        collected = []
+        """Resolve each future whose result file was read; return those files that may go now.
+
+        A large value the job wrote apart is fetched in the same SFTP session, unless jobs that take
+        it have yet to read it: it then stays on the cluster until its future is awaited.
+        """
+        outcomes = []
         for path, future in paths.items():
             data = contents.get(path)
             if data is None or future.done():
                 continue
             files_lost = future.token in self._files_lost
             outcome = result_outcome(data, future, files_lost=files_lost, workdir=self._layout.workdir)
-            if outcome.error is None:
-                self._resolve(future, value=outcome.value)
+            outcomes.append((path, future, outcome))
+        wanted = [
+            o.value.path
+            for _, f, o in outcomes
+            if o.error is None and isinstance(o.value, RemoteValue) and not self._held(f.token)
+        ]
+        values = await sftp.get_many(wanted) if wanted else {}
+        collected = []
+        for path, future, outcome in outcomes:
+            value, error = outcome.value, outcome.error
+            if error is None and isinstance(value, RemoteValue):
+                future._value_file = value.path
+                if value.path in values:
+                    data = values[value.path]
+                    try:
+                        value = unpack_value(data, job_id=future.job_id) if data is not None else value
+                    except PayloadError as exc:
+                        error = exc
+            if error is None:
+                self._resolve(future, value=value)
             else:
-                self._resolve(future, exc=outcome.error, state=JobState.FAILED)
-            collected.append(path)
+                self._resolve(future, exc=error, state=JobState.FAILED)
+            if not self._held(future.token):
+                collected.append(path)
         return collected

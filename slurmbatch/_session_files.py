@@ -1,13 +1,15 @@
-"""The remote files of a session's jobs: reading their output, and letting them go early."""
+"""The remote files of a session's jobs: reading their output and values kept there, letting them go early."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+from ._errors import PayloadError, SessionClosedError
 from ._lifecycle import SessionLifecycle
 from ._reconnect import retry_lost
-from .future import JobFuture
+from .future import JobFuture, RemoteValue
+from .payload import unpack_value
 
 __all__ = ["SessionFiles"]
 
@@ -31,6 +33,21 @@ class SessionFiles(SessionLifecycle):
                 return await sftp.get_many(paths)
 
         return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
+
+    async def _fetch_value(self, future: JobFuture[Any], remote: RemoteValue) -> Any:
+        """The value of ``future`` that stayed on the cluster (it was passed to other jobs)."""
+        if self._state not in ("open", "closing"):
+            raise SessionClosedError(
+                f"The value of job {future.job_id} stayed on the cluster, because it was passed to other jobs, "
+                "and the session has closed. Await the future inside the session's `async with` block."
+            )
+        data = await self._reader.read(remote.path)
+        if data is None:
+            raise PayloadError(
+                f"The value file {remote.path} of job {future.job_id} is gone (the job was released, or its "
+                "work directory removed): await a future before releasing it."
+            )
+        return unpack_value(data, job_id=future.job_id)
 
     def release(self, futures: Iterable[JobFuture[Any]]) -> None:
         """Let the remote files of these finished jobs go now, instead of when the session ends.

@@ -23,8 +23,8 @@ class ArrayShape:
     size: int
 
 
-#: Renders the batch script of a job: ``(spec, function, token, array or None) -> script``.
-Render = Callable[[JobSpec, FunctionBlob, str, "ArrayShape | None"], str]
+#: Renders the batch script of a job: ``(spec, function, token, array or None, dependency) -> script``.
+Render = Callable[[JobSpec, FunctionBlob, str, "ArrayShape | None", "str | None"], str]
 
 
 @attrs.define(eq=False)
@@ -39,15 +39,22 @@ class SubmitRequest:
     job_id: str | None = None
     error: BaseException | None = None
     future: JobFuture[Any] | None = None
+    #: Unfinished jobs whose values the call takes: it is submitted to start after them.
+    upstream: tuple[JobFuture[Any], ...] = ()
 
 
 @attrs.define(eq=False)
 class Job:
-    """One sbatch call: a single job, or an array job carrying several requests."""
+    """One sbatch call: a single job, or an array job carrying several requests.
+
+    ``dependency`` is its ``--dependency`` (``afterok:...``, or ``aftercorr:...`` for an array whose
+    task ``i`` takes the value of task ``i`` of another array), if its calls take other jobs' values.
+    """
 
     token: str
     requests: list[SubmitRequest]
     array: ArrayShape | None
+    dependency: str | None = None
 
 
 def closed_error(*, under_way: bool = False) -> SessionClosedError:

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ._errors import ConnectionLost, SubmissionError
+from ._job_groups import group_jobs
 from ._journal import Journal
 from ._lost_answers import look_up_tokens
 from ._reconnect import Outage, retry_lost
@@ -38,7 +39,6 @@ from .slurm.batch import (
     parse_batch_sbatch,
     write_files_script,
 )
-from .spec import JobSpec
 from .transport import CommandResult, Transport
 
 logger = logging.getLogger("slurmbatch")
@@ -197,22 +197,8 @@ class Submitter:
                 return
 
     def _jobs(self, batch: Sequence[SubmitRequest]) -> Iterator[Job]:
-        """Group the batch: calls sharing a function and a JobSpec become array jobs (unless opted out)."""
-        groups: dict[tuple[str, JobSpec], list[SubmitRequest]] = {}
-        for request in batch:
-            if request.future is not None:  # a retry: a job of its own, under its future's token
-                yield Job(request.token, [request], None)
-            elif request.spec.coalesce:
-                groups.setdefault((request.function.digest, request.spec), []).append(request)
-            else:
-                yield Job(new_token(), [request], None)
-        for requests in groups.values():
-            for start in range(0, len(requests), self._max_array_size):
-                chunk = requests[start : start + self._max_array_size]
-                if len(chunk) == 1:
-                    yield Job(new_token(), chunk, None)
-                else:
-                    yield Job(new_token(), chunk, ArrayShape(len(chunk)))
+        """Group the batch: calls sharing a function, a JobSpec and their dependencies become array jobs."""
+        return group_jobs(batch, max_array_size=self._max_array_size, new_token=new_token)
 
     async def _submit_batch(self, batch: Sequence[SubmitRequest]) -> None:
         self.batches += 1
@@ -408,7 +394,7 @@ class Submitter:
                     [r.call.data for r in job.requests]
                 )
             files[self._layout.script(job.token)] = self._render(
-                first.spec, first.function, job.token, job.array
+                first.spec, first.function, job.token, job.array, job.dependency
             ).encode()
         return files
 

@@ -112,9 +112,14 @@ class SlurmExecutor(concurrent.futures.Executor):
         (:meth:`~SyncJobFuture.wait_accepted` waits for it). A function or argument that cannot be
         pickled, or a job sbatch refuses, fails the future with :class:`PayloadError` or
         :class:`SubmissionError`. Raises :class:`SessionClosedError` after :meth:`shutdown`.
+
+        A future of this executor among the arguments (also inside lists, tuples, dicts and sets) makes
+        the job wait for that one on the cluster and take its value there; this call then waits until
+        sbatch has accepted that job (its id is what the new job waits for).
         """
         if not callable(fn):
             raise TypeError(f"submit() needs a function to run, not {type(fn).__name__}")
+        _wait_for_upstream_jobs((args, kwargs))
         return self._loop.submit(fn, args, kwargs, self._spec)
 
     def map(
@@ -198,3 +203,19 @@ class _Handles:
             threading.Thread(
                 target=self._loop.close, args=("wait",), kwargs={"wait": False}, daemon=True
             ).start()
+
+
+def _wait_for_upstream_jobs(arguments: object) -> None:
+    """Wait until sbatch accepted the jobs of the executor futures in ``arguments`` (builtin containers)."""
+    pending: list[object] = [arguments]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, SyncJobFuture):
+            try:
+                item.wait_accepted()
+            except Exception:
+                continue  # it was never submitted: the new job's future says so (PayloadError)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())

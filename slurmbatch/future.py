@@ -6,6 +6,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
+import attrs
 
 from .slurm.states import JobState
 
@@ -17,11 +18,24 @@ T = TypeVar("T")
 _PENDING = object()
 
 
+@attrs.frozen
+class RemoteValue:
+    """A job's return value still on the cluster: its file there (``path``) and size in bytes.
+
+    A future whose value was passed on to other jobs holds this in place of the value until it is
+    awaited, so that a value that only travels from job to job never comes to the client.
+    """
+
+    path: str
+    size: int
+
+
 class JobFuture(Generic[T]):
     """A submitted job: its Slurm id, its last known state, and eventually its result.
 
     ``await future`` (or ``await future.result()``) waits for the job and returns the function's return
-    value, or raises what the function raised (the original exception type, with the remote traceback
+    value (fetched from the cluster, inside the session's block, if the future was passed to other
+    jobs and its value stayed there), or raises what the function raised (the original exception type, with the remote traceback
     attached), or a :class:`~slurmbatch.JobFailed` subclass when the job ended without a result.
 
     Cancelling the task that awaits a future cancels only the waiting: the job runs on, and the future
@@ -41,6 +55,7 @@ class JobFuture(Generic[T]):
         "_source_file",
         "_state",
         "_value",
+        "_value_file",
         "_waiters",
         "job_id",
         "token",
@@ -57,6 +72,8 @@ class JobFuture(Generic[T]):
         # and an event per future would triple their memory.
         self._waiters: anyio.Event | None = None
         self._value: Any = _PENDING
+        # Where the job's large return value is on the cluster (it stays until the job is released).
+        self._value_file: str | None = None
         self._exception: BaseException | None = None
         self._state = JobState.PENDING
         #: Slurm's job id: ``"123"``, or ``"123_4"`` for a task of an array job.
@@ -94,6 +111,9 @@ class JobFuture(Generic[T]):
             await self._waiters.wait()
         if self._exception is not None:
             raise self._exception
+        if isinstance(self._value, RemoteValue):
+            # Passed on to other jobs, it was left on the cluster: fetched now that it is wanted here.
+            self._value = await self._session._fetch_value(self, self._value)
         value: T = self._value
         return value
 

@@ -29,10 +29,11 @@ from typing import Any
 import attrs
 import cloudpickle
 
-from ._errors import PayloadError, RemoteEnvironmentError, RemoteError
+from ._errors import PayloadError, RemoteEnvironmentError, RemoteError, SlurmBatchError
+from ._referring_pickler import HoldsFuture, UpstreamValues, dumps_alone, dumps_referring
 from ._tracebacks import restore_source_lines
+from .future import RemoteValue
 from .remote.bundle import runner_bundle
-from .remote.loading import BLOB_REFERENCE
 from .remote.table import (
     ARGUMENT_TABLE_HEADER,
     ARGUMENT_TABLE_MAGIC,
@@ -44,12 +45,14 @@ __all__ = [
     "ArgumentStore",
     "FunctionBlob",
     "PackedCall",
+    "UpstreamValues",
     "pack_argument_table",
     "pack_arguments",
     "pack_function",
     "runner_digest",
     "runner_source",
     "unpack_outcome",
+    "unpack_value",
 ]
 
 _OUTCOME_KINDS = frozenset({"value", "exception", "environment"})
@@ -172,11 +175,14 @@ class ArgumentStore:
         self._remembered: OrderedDict[int, _Remembered] = OrderedDict()
         self._remembered_bytes = 0
 
-    def pack(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> PackedCall:
+    def pack(
+        self, args: tuple[Any, ...], kwargs: Mapping[str, Any], upstream: UpstreamValues | None = None
+    ) -> PackedCall:
         """Pickle the call ``fn(*args, **kwargs)``: its call file and the large arguments it refers to.
 
-        Raises :class:`PayloadError` naming the argument (``args[i]`` or the keyword) that cannot be
-        pickled.
+        ``upstream`` pickles the job futures among the arguments, anywhere in them; without it, a
+        future cannot be pickled. Raises :class:`PayloadError` naming the argument (``args[i]`` or the
+        keyword) that cannot be pickled.
         """
         call = (tuple(args), dict(kwargs))
         if self._all_surely_small(call):
@@ -186,11 +192,13 @@ class ArgumentStore:
         references: dict[int, str] = {}
         blobs: dict[str, bytes] = {}
         for key, value in _keyed_arguments(call):
-            large = self._large(key, value)
+            large = self._large(key, value, upstream)
             if large is not None:
                 references[id(value)], blobs[large.digest] = large.digest, large.data
         try:
-            return PackedCall(_dumps_referring(call, references), blobs)
+            return PackedCall(dumps_referring(call, references, upstream), blobs)
+        except SlurmBatchError:
+            raise  # a future that cannot be an argument: the upstream said why
         except Exception as exc:
             raise _unpicklable_argument(_labelled_arguments(call), exc) from exc
 
@@ -202,7 +210,7 @@ class ArgumentStore:
                     return False
         return True
 
-    def _large(self, key: int | str, value: object) -> _Remembered | None:
+    def _large(self, key: int | str, value: object, upstream: UpstreamValues | None) -> _Remembered | None:
         """The pickle of ``value``, argument ``key``, if it is large, else None (it stays inline)."""
         if _builtin_size_bound(value, self._threshold) is not None:
             return None
@@ -211,7 +219,9 @@ class ArgumentStore:
             self._remembered.move_to_end(id(value))
             return remembered
         try:
-            data = cloudpickle.dumps(value)
+            data = dumps_alone(value, upstream)
+        except HoldsFuture:
+            return None  # pickled with the call, where its futures become references
         except Exception as exc:
             raise _unpicklable_argument([(_argument_label(key), value)], exc) from exc
         if len(data) < self._threshold:
@@ -254,26 +264,6 @@ def pack_argument_table(calls: Sequence[bytes]) -> bytes:
     header = ARGUMENT_TABLE_HEADER.pack(ARGUMENT_TABLE_MAGIC, ARGUMENT_TABLE_VERSION, count)
     table = struct.pack(f"<{2 * count}Q", *slots)
     return b"".join(itertools.chain((header, table), calls))
-
-
-class _ReferringPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle is untyped
-    """A cloudpickle pickler that writes a reference in place of each object in ``references``."""
-
-    def __init__(self, file: io.BytesIO, references: Mapping[int, str]) -> None:
-        super().__init__(file, protocol=cloudpickle.DEFAULT_PROTOCOL)
-        self._references = references
-
-    def persistent_id(self, obj: object) -> tuple[str, str] | None:
-        digest = self._references.get(id(obj))
-        return None if digest is None else (BLOB_REFERENCE, digest)
-
-
-def _dumps_referring(call: tuple[tuple[Any, ...], dict[str, Any]], references: Mapping[int, str]) -> bytes:
-    if not references:
-        return bytes(cloudpickle.dumps(call))
-    file = io.BytesIO()
-    _ReferringPickler(file, references).dump(call)
-    return file.getvalue()
 
 
 # What a standalone pickle adds to its values besides frame headers: protocol, stop.
@@ -359,6 +349,8 @@ def _unpicklable_argument(labelled: list[tuple[str, object]], exc: Exception) ->
 def unpack_outcome(data: bytes, *, job_id: str, source_file: str | None = None) -> Any:
     """Return the value in the outcome file ``data`` of job ``job_id``, or raise what the job raised.
 
+    A large value the job wrote to a file of its own comes back as a :class:`RemoteValue` naming it.
+
     The remote exception is re-raised as its own type, with its traceback in ``remote_traceback`` and
     (Python 3.11+) in a note. Raises :class:`RemoteError` if that exception cannot be rebuilt here,
     :class:`RemoteEnvironmentError` if the job side could not run the function, and
@@ -373,16 +365,24 @@ def unpack_outcome(data: bytes, *, job_id: str, source_file: str | None = None) 
             f"Job {job_id} could not run the function on {host}: {outcome['message']}"
         )
     if outcome["kind"] == "value":
+        if isinstance(outcome.get("value_file"), str) and isinstance(outcome.get("value_size"), int):
+            return RemoteValue(outcome["value_file"], outcome["value_size"])
         if outcome["value"] is None:
             return None
-        try:
-            return cloudpickle.loads(outcome["value"])
-        except Exception as exc:
-            raise PayloadError(
-                f"The return value of job {job_id} cannot be unpickled here ({_describe(exc)}). Make the "
-                "modules and classes it uses importable on the client, or return plain data."
-            ) from exc
+        return unpack_value(outcome["value"], job_id=job_id)
     raise _remote_exception(outcome, job_id=job_id, host=host)
+
+
+def unpack_value(data: bytes, *, job_id: str) -> Any:
+    """The return value of job ``job_id`` pickled in ``data``; :class:`PayloadError` if it cannot be
+    unpickled here."""
+    try:
+        return cloudpickle.loads(data)
+    except Exception as exc:
+        raise PayloadError(
+            f"The return value of job {job_id} cannot be unpickled here ({_describe(exc)}). Make the "
+            "modules and classes it uses importable on the client, or return plain data."
+        ) from exc
 
 
 @functools.cache

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from . import _probe
+from ._dependencies import Dependencies
 from ._errors import PayloadError, SessionClosedError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
@@ -203,6 +204,8 @@ class SlurmSession(SessionFiles):
         # Nothing remembered by identity: an object changed in place between two submits must not travel
         # stale. Large arguments are still uploaded once per content (their hash).
         self._arguments = ArgumentStore(remembered=0, max_bytes=max_argument_bytes)
+        # Jobs that take other jobs' values (futures among their arguments).
+        self._deps = Dependencies(self)
         self.max_array_size = 1001
         #: What the session learnt about the cluster when it opened (:class:`ClusterInfo`): the Slurm
         #: version, whether accounting answers, MaxArraySize, MinJobAge. An untested release is a
@@ -244,6 +247,7 @@ class SlurmSession(SessionFiles):
 
         def new_future(entry: JournalEntry, job_id: str | None) -> JobFuture[Any]:
             self._jobs.collected[entry.token] = None
+            self._deps.adopted(entry.token)
             return JobFuture(
                 self, job_id=job_id or "(never submitted)", token=entry.token, source_file=entry.source_file
             )
@@ -283,10 +287,14 @@ class SlurmSession(SessionFiles):
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping of keyword arguments, not {type(kwargs).__name__}")
         spec = self._spec(spec)
-        request = SubmitRequest(
-            self._pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec
-        )
-        await self._submitter.submit(request)
+        blob = self._pack_function(fn)
+        call, upstream = self._deps.pack(self._arguments, tuple(args), kwargs or {})
+        request = SubmitRequest(blob, call, spec, upstream=upstream)
+        try:
+            await self._submitter.submit(request)
+        finally:
+            if request.future is None:
+                self._deps.refused(upstream)
         assert request.future is not None
         return request.future
 
@@ -322,12 +330,17 @@ class SlurmSession(SessionFiles):
             )
         spec = self._spec(spec)
         blob = self._pack_function(fn)
-        requests = [
-            SubmitRequest(blob, self._arguments.pack(tuple(call), {}), spec)
-            for call in zip(*columns, strict=True)
-        ]
-        # One unit for the submitter: the calls become job arrays, split at the cluster's MaxArraySize.
-        await self._submitter.submit_all(requests)
+        requests: list[SubmitRequest] = []
+        try:
+            for arguments in zip(*columns, strict=True):
+                call, upstream = self._deps.pack(self._arguments, tuple(arguments), {})
+                requests.append(SubmitRequest(blob, call, spec, upstream=upstream))
+            # One unit for the submitter: the calls become job arrays, split at the cluster's MaxArraySize.
+            await self._submitter.submit_all(requests)
+        finally:
+            for request in requests:
+                if request.future is None:
+                    self._deps.refused(request.upstream)
         futures: list[JobFuture[T]] = [r.future for r in requests if r.future is not None]
         refused = [r.error for r in requests if r.error is not None]
         if refused:
@@ -371,9 +384,16 @@ class SlurmSession(SessionFiles):
             raise TypeError(f"spec must be a JobSpec, not {type(spec).__name__}: build one with JobSpec(...)")
         return spec
 
-    def _render(self, spec: JobSpec, blob: FunctionBlob, token: str, array: ArrayShape | None) -> str:
+    def _render(
+        self,
+        spec: JobSpec,
+        blob: FunctionBlob,
+        token: str,
+        array: ArrayShape | None,
+        dependency: str | None = None,
+    ) -> str:
         """The batch script of job ``token``: one call, or an array whose task ``i`` is call ``i``."""
-        return render_job_script(self._layout, self._python, spec, blob, token, array)
+        return render_job_script(self._layout, self._python, spec, blob, token, array, dependency)
 
     def _on_submitted(self, request: SubmitRequest) -> None:
         assert request.job_id is not None
@@ -388,6 +408,7 @@ class SlurmSession(SessionFiles):
         self._retries.remember(request)
         self._poller.track(future)
         self._jobs.collected[request.token] = None
+        self._deps.submitted(future, request.upstream)
         if self.cluster_info.parsable_cluster is None:
             # The first answer tells whether this site's sbatch --parsable names the cluster (123;name).
             self.cluster_info = attrs.evolve(self.cluster_info, parsable_cluster=";" in request.job_id)

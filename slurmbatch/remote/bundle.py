@@ -25,6 +25,7 @@ RUNNER_MODULES = (
     "environment",
     "files",
     "outcome",
+    "upstream",
     "loading",
     "ranks",
     "checkpoint",

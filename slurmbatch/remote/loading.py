@@ -2,7 +2,8 @@
 
 A call file may refer to large arguments uploaded once for many calls: its pickle holds the persistent
 id ``("slurmbatch.blob", SHA256)`` in their place, and the runner loads ``SHA256.pkl`` from the function
-file's directory (the content-addressed function directory) once per digest.
+file's directory (the content-addressed function directory) once per digest. It may also refer to the
+values of other jobs (see ``upstream``), which are read from those jobs' files.
 
 Every file is read by the standard unpickler; cloudpickle is imported only when a pickle refers to it
 (see :mod:`slurmbatch.remote.environment`).
@@ -16,6 +17,7 @@ import sys
 
 from .failures import EnvironmentProblem, LoadError, describe
 from .table import read_table_entry
+from .upstream import is_upstream_reference, load_upstream
 
 try:
     import _pickle as pickle  # see outcome.py: the C pickler without pickle.py's imports
@@ -132,11 +134,17 @@ class _BlobDirectory:
         self._loaded: dict[str, Any] = {}
 
     def load(self, pid: Any) -> Any:
+        if is_upstream_reference(pid):
+            # Another job's value, read from its files here on the cluster (see upstream.py).
+            return load_upstream(pid, self._unpickle_upstream)
         digest = _blob_digest(pid)
         if digest not in self._loaded:
             path = os.path.join(self._directory, f"{digest}.pkl")
             self._loaded[digest] = _load_file(path, "large-argument", self._cloudpickle, None)
         return self._loaded[digest]
+
+    def _unpickle_upstream(self, data: bytes, source: str) -> Any:
+        return _unpickle(data, source, self._cloudpickle, None)
 
 
 def _blob_digest(pid: Any) -> str:

@@ -3,7 +3,7 @@
 The batch script runs::
 
     PYTHON runner.py run FN_PATH ARGS_PATH RESULT_PATH [--expect-python 3.11] [--expect-cloudpickle 3]
-                                                       [--rank-dir DIR] [--packed]
+                                                       [--rank-dir DIR] [--packed] [--value-file PATH]
                                                        [--resume PATH --checkpoint-signal USR2]
     PYTHON runner.py gather RESULT_PATH --rank-dir DIR --ntasks N
 
@@ -14,6 +14,8 @@ its own outcome into DIR instead, and ``gather`` merges them into RESULT_PATH (s
 call saved in PATH by an earlier run's checkpoint runs instead of the original, and the signal named by
 ``--checkpoint-signal`` makes a checkpoint (see ``checkpoint``). A literal ``{task}`` in any path is
 replaced by ``$SLURM_ARRAY_TASK_ID``.
+With ``--value-file``, a large return value goes to
+PATH and the outcome names it (see ``upstream``): jobs it is passed to read it there.
 
 The outcome file (see ``outcome``) is written atomically (temporary file, fsync, rename) with mode
 0600, after the job's stdout and stderr are flushed and fsynced (see ``files``). The function's own
@@ -38,6 +40,7 @@ from .files import sync_standard_streams, write_atomically
 from .loading import load_arguments, load_function, load_resume_call
 from .outcome import OUTCOME_PROTOCOL, exception_outcome, format_traceback, outcome, pickle_for_client
 from .ranks import gather, write_rank_outcome
+from .upstream import split_value
 
 try:
     import _pickle as pickle  # see outcome.py: the C pickler without pickle.py's imports
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 packed=line.packed,
                 resume_path=_with_task(line.resume) if line.resume else None,
                 checkpoint_signal=line.checkpoint_signal,
+                value_file=_with_task(line.value_file) if line.value_file else None,
             )
         return gather(_with_task(line.result_path), _with_task(line.rank_dir or ""), line.ntasks)
     except UsageError as error:
@@ -84,6 +88,7 @@ def run(
     packed: bool = False,
     resume_path: str | None = None,
     checkpoint_signal: str | None = None,
+    value_file: str | None = None,
 ) -> int:
     """Call the pickled function once and write its outcome; return 0 if it returned, else 1.
 
@@ -113,6 +118,7 @@ def run(
         write_rank_outcome(rank_dir, rank, result)
     else:
         sync_standard_streams()
+        split_value(result, value_file, write_atomically)
         write_atomically(result_path, pickle.dumps(result, protocol=OUTCOME_PROTOCOL))
     return 0 if result["kind"] == "value" else 1
 
@@ -195,6 +201,7 @@ class CommandLine:
         ntasks: int = 0,
         resume: str | None = None,
         checkpoint_signal: str | None = None,
+        value_file: str | None = None,
     ) -> None:
         self.command = command
         self.result_path = result_path
@@ -207,13 +214,21 @@ class CommandLine:
         self.ntasks = ntasks
         self.resume = resume
         self.checkpoint_signal = checkpoint_signal
+        self.value_file = value_file
 
 
 # What each command takes: its positionals, its options with a value, its flags.
 _GRAMMAR = {
     "run": (
         ("fn_path", "args_path", "result_path"),
-        ("--expect-python", "--expect-cloudpickle", "--rank-dir", "--resume", "--checkpoint-signal"),
+        (
+            "--expect-python",
+            "--expect-cloudpickle",
+            "--rank-dir",
+            "--resume",
+            "--checkpoint-signal",
+            "--value-file",
+        ),
         ("--packed",),
     ),
     "gather": (("result_path",), ("--rank-dir", "--ntasks"), ()),
@@ -270,6 +285,7 @@ def _parse_with_argparse(argv: list[str]) -> CommandLine:
     run_command.add_argument("--expect-python", help="the client's Python major.minor, e.g. 3.11")
     run_command.add_argument("--expect-cloudpickle", help="the client's cloudpickle major version, e.g. 3")
     run_command.add_argument("--rank-dir", help="write this rank's outcome there instead of RESULT_PATH")
+    run_command.add_argument("--value-file", help="write a large return value there, apart from the outcome")
     run_command.add_argument(
         "--packed", action="store_true", help="ARGS_PATH is an argument table: run entry $SLURM_ARRAY_TASK_ID"
     )

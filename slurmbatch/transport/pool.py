@@ -48,7 +48,7 @@ from .exec_files import ExecFileSession
 from .framing import ScriptFrame
 from .result import CommandResult
 from .settings import ConnectSettings
-from .sftp import SFTPClient
+from .sftp import SFTPClient, TransferCounter
 from .stats import PoolStats
 from .stream import LineStream
 
@@ -118,6 +118,8 @@ class SSHPool(ChannelAccounting):
         self.startup_output = ""
         #: Why files travel over exec channels instead of SFTP, once that was found out; else None.
         self.sftp_unavailable: str | None = None
+        #: Bytes of file contents read and written over this pool's SFTP sessions.
+        self.transfers = TransferCounter()
 
         self._lost = 0
         self._refusals = 0
@@ -269,7 +271,7 @@ class SSHPool(ChannelAccounting):
                     unavailable = error
                 else:
                     try:
-                        yield SFTPClient(self._bridge, session, self._dialer.target)
+                        yield SFTPClient(self._bridge, session, self._dialer.target, self.transfers)
                     except BaseException:
                         self._bridge.call_soon(session.exit)
                         raise

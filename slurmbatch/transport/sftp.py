@@ -34,11 +34,23 @@ from slurmbatch._errors import ConnectionLost
 from ._bridge import AsyncioBridge
 from ._connect import Target
 
-__all__ = ["MAX_FILES_IN_FLIGHT", "SFTPClient"]
+__all__ = ["MAX_FILES_IN_FLIGHT", "SFTPClient", "TransferCounter"]
 
 #: How many files the ``*_many`` methods transfer concurrently in one SFTP session. OpenSSH's
 #: sftp-server holds a file descriptor per open file, within its process limit (often 1024).
 MAX_FILES_IN_FLIGHT = 32
+
+
+class TransferCounter:
+    """Bytes a pool's SFTP sessions read from and wrote to remote files (file contents only).
+
+    One per pool: it tells what crossed the network for the session's files, e.g. that a value passed
+    from job to job on the cluster never came to the client.
+    """
+
+    def __init__(self) -> None:
+        self.bytes_read = 0
+        self.bytes_written = 0
 
 
 class SFTPClient:
@@ -49,9 +61,15 @@ class SFTPClient:
     abandoned; files a cancelled `put_many` had already written stay written.
     """
 
-    def __init__(self, bridge: AsyncioBridge, session: asyncssh.SFTPClient, target: Target) -> None:
+    def __init__(
+        self,
+        bridge: AsyncioBridge,
+        session: asyncssh.SFTPClient,
+        target: Target,
+        counter: TransferCounter | None = None,
+    ) -> None:
         self._bridge = bridge
-        self._remote = _RemoteFiles(session, target)
+        self._remote = _RemoteFiles(session, target, counter or TransferCounter())
 
     async def put(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Write ``data`` to the remote file ``path``, creating it with ``mode`` or truncating it."""
@@ -109,9 +127,10 @@ class SFTPClient:
 class _RemoteFiles:
     """The operations as they run on the asyncio side, with asyncssh's errors translated."""
 
-    def __init__(self, session: asyncssh.SFTPClient, target: Target) -> None:
+    def __init__(self, session: asyncssh.SFTPClient, target: Target, counter: TransferCounter) -> None:
         self._session = session
         self._target = target
+        self._counter = counter
 
     async def write(self, path: str, data: bytes, mode: int) -> None:
         try:
@@ -120,6 +139,7 @@ class _RemoteFiles:
                     path, "wb", attrs=asyncssh.SFTPAttrs(permissions=mode), encoding=None
                 ) as file:
                     await file.write(data)
+                    self._counter.bytes_written += len(data)
         except OSError as error:
             if type(error) is OSError and error.errno in _STORAGE_ERRNOS:
                 raise await self._storage_error(error, path) from error
@@ -168,6 +188,7 @@ class _RemoteFiles:
                 else:
                     size = (await file.stat()).size or 0
                     data = await file.read(min(tail, size), max(0, size - tail))
+        self._counter.bytes_read += len(data)
         return cast(bytes, data)  # asyncssh types it as str, but encoding=None returns bytes
 
     async def read_many(self, paths: list[str], tail: int | None = None) -> dict[str, bytes | None]:

@@ -52,6 +52,7 @@ def test_readme_examples_run(slurm_cluster: ClusterSettings, capsys: pytest.Capt
         async with SlurmSession("127.0.0.1", **options) as session:
             assert await namespace["fan_out"](session) == [1.0, 2.0, 3.0]
             await namespace["failures"](session)
+            assert await namespace["chain"](session) == 18.0
 
     anyio.run(later_examples)
     assert "remote traceback:" in capsys.readouterr().out
