@@ -36,9 +36,8 @@ class FutureCompleter:
 
     async def run(self, session: SlurmSession) -> None:
         """Complete futures as the session learns that their jobs finished, until cancelled."""
-        poller = session._poller
         while True:
-            progress = poller.progress_event()  # taken before the scan: nothing finishes unseen
+            progress = session.progress_event()  # taken before the scan: nothing finishes unseen
             await self.complete_finished()
             await progress.wait()
 

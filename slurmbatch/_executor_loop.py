@@ -350,7 +350,7 @@ class ExecutorLoop:
                     continue  # the session cancels every live job as it closes
                 try:
                     # One scancel for every cancel queued meanwhile (a map's early exit cancels thousands).
-                    await self._session._cancel_jobs(live)
+                    await self._session.cancel_jobs(live)
                 except Exception as exc:
                     logger.warning("could not cancel %d job(s): %s", len(live), exc)
 

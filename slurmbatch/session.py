@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 
 from . import _probe
-from ._errors import PayloadError, SessionClosedError
+from ._errors import PayloadError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
-from ._lifecycle import SessionLifecycle
 from ._progress import require_rich, show_progress
 from ._reattach import reattach
-from ._reconnect import retry_lost
 from ._remote_layout import new_token
 from ._session_checks import (
     UNSET,
@@ -27,6 +25,7 @@ from ._session_checks import (
     connect_settings,
     slurm_setup_text,
 )
+from ._session_jobs import SessionJobs
 from ._submitter import ArrayShape, SubmitRequest
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function
@@ -41,7 +40,7 @@ logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
 
-class SlurmSession(SessionLifecycle):
+class SlurmSession(SessionJobs):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
 
     Use it as an async context manager; it works under asyncio and trio::
@@ -311,25 +310,8 @@ class SlurmSession(SessionLifecycle):
         if refused:
             raise await self._jobs.undo_map(futures, refused[0])
         if progress:
-            self._tg.start_soon(
-                show_progress, futures, self._poller.progress_event, getattr(fn, "__name__", "map")
-            )
+            self._tg.start_soon(show_progress, futures, self.progress_event, getattr(fn, "__name__", "map"))
         return futures
-
-    async def as_completed(self, futures: Iterable[JobFuture[T]]) -> AsyncIterator[JobFuture[T]]:
-        """Yield ``futures`` as their jobs finish (whatever the outcome), first finished first."""
-        pending = list(futures)
-        while pending:
-            progress = self._poller.progress_event()
-            still = []
-            for future in pending:
-                if future.done():
-                    yield future
-                else:
-                    still.append(future)
-            pending = still
-            if pending:
-                await progress.wait()
 
     def _pack_function(self, fn: Callable[..., Any]) -> FunctionBlob:
         blob = pack_function(fn)
@@ -364,47 +346,3 @@ class SlurmSession(SessionLifecycle):
         if self.cluster_info.parsable_cluster is None:
             # The first answer tells whether this site's sbatch --parsable names the cluster (123;name).
             self.cluster_info = attrs.evolve(self.cluster_info, parsable_cluster=";" in request.job_id)
-
-    # ------------------------------------------------------------------------------- jobs
-    async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
-        await self._jobs.cancel(futures)
-
-    async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
-        self._require_open(allow_closing=True)
-        path = self._layout.stdout(future.token) if stream == "stdout" else self._layout.stderr(future.token)
-        data = await self._reader.read(path)
-        return "" if data is None else data.decode(errors="replace")
-
-    async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
-        async def read() -> dict[str, bytes | None]:
-            async with self._pool.sftp() as sftp:
-                return await sftp.get_many(paths)
-
-        return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
-
-    def release(self, futures: Iterable[JobFuture[Any]]) -> None:
-        """Let the remote files of these finished jobs go now, instead of when the session ends.
-
-        With ``cleanup=True`` they are removed shortly after, in the background, together with those of
-        other released jobs (one command for many); their ``stdout()`` and ``stderr()`` can no longer be
-        read. Long-lived sessions call it once they are done with a job, so that the remote work
-        directory does not grow. Raises :class:`ValueError` for a job that has not finished.
-        """
-        self._require_open(allow_closing=True)
-        futures = list(futures)
-        unfinished = [f.job_id for f in futures if not f.done()]
-        if unfinished:
-            raise ValueError(
-                f"release() takes finished jobs only; still running: {', '.join(unfinished[:5])}. "
-                "Await them (or cancel them) first."
-            )
-        self._jobs.release(futures)
-
-    def _require_open(self, *, allow_closing: bool = False) -> None:
-        if self._state == "open" or (allow_closing and self._state == "closing"):
-            return
-        if self._state == "new":
-            raise SessionClosedError(
-                "The session is not open yet: use it inside `async with SlurmSession(...)`."
-            )
-        raise SessionClosedError("The session is closed: submit and read jobs inside its `async with` block.")
