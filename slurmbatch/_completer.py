@@ -27,12 +27,13 @@ class FutureCompleter:
         """The futures still watched (safe to call from any thread: a snapshot)."""
         return [future for future, _ in list(self._watching)]
 
-    async def watch(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
-        """Complete ``future`` from ``job`` once it finishes (at once if it has)."""
-        if job.done():
-            await _complete_from(future, job)
-        else:
-            self._watching.append((future, job))
+    async def watch(self, pairs: list[tuple[SyncJobFuture[Any], JobFuture[Any]]]) -> None:
+        """Complete each future from its job once that finishes (at once if it has)."""
+        for future, job in pairs:
+            if job.done():
+                await _complete_from(future, job)
+            else:
+                self._watching.append((future, job))
 
     async def run(self, session: SlurmSession) -> None:
         """Complete futures as the session learns that their jobs finished, until cancelled."""

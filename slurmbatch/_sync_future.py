@@ -45,7 +45,6 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         super().__init__()
         self._loop = loop
         self._job: JobFuture[T] | None = None
-        self._cancelling = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<SyncJobFuture job_id={self.job_id} state={self.state.name} done={self.done()}>"
@@ -87,14 +86,15 @@ class SyncJobFuture(concurrent.futures.Future[T]):
     def cancel(self) -> bool:
         """Cancel the job, pending or running (``scancel``); return False if it had already finished."""
         # Callbacks run inside super().cancel(): this lock is reentrant for one that cancels again.
-        with self._cancelling:
+        # Made on the first cancel (atomically: setdefault), as most futures are never cancelled.
+        with self.__dict__.setdefault("_cancelling", threading.RLock()):
             if self.cancelled():
                 return True
             if not super().cancel():  # never marked RUNNING: False means finished
                 return False
             # Waiters in concurrent.futures.wait()/as_completed() learn of a cancel from this call.
             self.set_running_or_notify_cancel()
-        with self._loop.lock:  # against _accept: a job accepted from now on is cancelled by the loop
+        with self._loop.lock:  # against the loop giving it its job: one known from now on is cancelled there
             job = self._job
         if job is not None:
             self._loop.cancel_soon(job)
@@ -107,12 +107,6 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         super().add_done_callback(self._loop.callback_runner(fn))
 
     # -- called by the executor's loop ------------------------------------------------------
-    def _accept(self, job: JobFuture[T]) -> bool:
-        """Note the submitted job; False if the future was cancelled meanwhile (the job must go)."""
-        with self._loop.lock:
-            self._job = job
-            return not self.cancelled()
-
     def _complete(self, value: Any = None, exc: BaseException | None = None) -> None:
         try:
             if exc is None:

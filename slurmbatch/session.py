@@ -39,6 +39,9 @@ __all__ = ["SlurmSession"]
 logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
+#: One call for :meth:`SlurmSession.submit_each`: ``(fn, args, kwargs or None, spec or None)``.
+Call = tuple[Callable[..., Any], Sequence[Any], Mapping[str, Any] | None, JobSpec | None]
+
 
 class SlurmSession(SessionJobs):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
@@ -252,6 +255,48 @@ class SlurmSession(SessionJobs):
         queued when the session ends raises :class:`SessionClosedError`.
         """
         self._require_open()
+        request = self._request(fn, args, kwargs, spec)
+        await self._submitter.submit(request)
+        assert request.future is not None
+        return request.future
+
+    async def submit_each(self, calls: Iterable[Call]) -> list[JobFuture[Any] | BaseException]:
+        """Submit independent calls together; return, in order, each one's future or what stopped it.
+
+        Each call is a tuple ``(fn, args, kwargs, spec)`` as :meth:`submit` takes them (``kwargs`` and
+        ``spec`` may be None). They reach the login node together, as concurrent :meth:`submit` calls
+        do: those sharing a function and a JobSpec become one job array, and one round trip carries
+        them. Unlike :meth:`map`, each call stands alone: one that cannot be pickled, or that sbatch
+        refuses, gets its :class:`PayloadError` or :class:`SubmissionError` (or ``TypeError`` for bad
+        arguments) in its place, and the others are submitted. Returns once sbatch answered for all.
+        This is how :class:`SlurmExecutor` hands over the calls its threads made meanwhile.
+        """
+        self._require_open()
+        prepared: list[SubmitRequest | BaseException] = []
+        for fn, args, kwargs, spec in calls:
+            try:
+                prepared.append(self._request(fn, args, kwargs, spec))
+            except Exception as exc:  # this call only: the others still go
+                prepared.append(exc)
+        await self._submitter.submit_all([p for p in prepared if isinstance(p, SubmitRequest)])
+        outcomes: list[JobFuture[Any] | BaseException] = []
+        for item in prepared:
+            if isinstance(item, SubmitRequest):
+                outcome = item.error or item.future
+                assert outcome is not None
+                outcomes.append(outcome)
+            else:
+                outcomes.append(item)
+        return outcomes
+
+    def _request(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        spec: JobSpec | None,
+    ) -> SubmitRequest:
+        """One call, checked and pickled, ready for the submitter."""
         if isinstance(args, (str, bytes, bytearray)) or not isinstance(args, Iterable):
             raise TypeError(
                 f"args must be a tuple or list of positional arguments, not {type(args).__name__}: write "
@@ -260,12 +305,7 @@ class SlurmSession(SessionJobs):
         if kwargs is not None and not isinstance(kwargs, Mapping):
             raise TypeError(f"kwargs must be a mapping of keyword arguments, not {type(kwargs).__name__}")
         spec = self._spec(spec)
-        request = SubmitRequest(
-            self._pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec
-        )
-        await self._submitter.submit(request)
-        assert request.future is not None
-        return request.future
+        return SubmitRequest(self._pack_function(fn), self._arguments.pack(tuple(args), kwargs or {}), spec)
 
     async def map(
         self,
