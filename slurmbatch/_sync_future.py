@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncJobFuture"]
 
+_PENDING = "PENDING"  # concurrent.futures' own state name for a future not yet done
+
 T = TypeVar("T")
 
 
@@ -42,9 +44,25 @@ class SyncJobFuture(concurrent.futures.Future[T]):
     """
 
     def __init__(self, loop: ExecutorLoop) -> None:
-        super().__init__()
+        # The fields of concurrent.futures.Future.__init__ (the same from Python 3.10 to 3.13), but not
+        # its Condition: that is made on first use (see _condition), because building it is most of
+        # a future's cost, and a map makes thousands of futures before returning.
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
         self._loop = loop
         self._job: JobFuture[T] | None = None
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """The future's Condition, as the standard library's methods and ``wait()`` use it."""
+        condition: threading.Condition | None = self.__dict__.get("_lazy_condition")
+        if condition is None:
+            # setdefault is atomic: of two threads racing here, both get the same Condition.
+            condition = self.__dict__.setdefault("_lazy_condition", threading.Condition())
+        return condition
 
     def __repr__(self) -> str:
         return f"<SyncJobFuture job_id={self.job_id} state={self.state.name} done={self.done()}>"
