@@ -48,7 +48,7 @@ class FutureCompleter:
         for future, job in self._watching:
             if job.done():
                 await _complete_from(future, job)
-            elif not future.cancelled():
+            elif not future._cancel_seen():
                 still.append((future, job))
         self._watching = still
 

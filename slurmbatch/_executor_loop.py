@@ -96,14 +96,10 @@ class ExecutorLoop:
     ) -> list[SyncJobFuture[T]]:
         with self.lock:
             self._require_open()
-        lists = [list(column) for column in columns]
-        submitted = self._portal.start_task_soon(self._map, fn, lists, spec)
-        # Made here while the loop pickles and submits the calls (mostly a wait for the login node),
-        # rather than on the loop after it.
-        futures: list[SyncJobFuture[T]] = [
-            SyncJobFuture(self) for _ in range(min(map(len, lists), default=0))
-        ]
-        jobs = submitted.result()
+        jobs = self._portal.call(self._map, fn, [list(column) for column in columns], spec)
+        # Made once the jobs are submitted: alive during the submission, ten thousand futures made
+        # each of the garbage collector's passes over its allocations slower.
+        futures: list[SyncJobFuture[T]] = [SyncJobFuture(self) for _ in jobs]
         return self._portal.call(self._follow, futures, jobs)
 
     def reattach(self, session_id: str | None) -> list[SyncJobFuture[Any]]:
@@ -254,7 +250,7 @@ class ExecutorLoop:
                 future._job = job
         follow: list[tuple[SyncJobFuture[Any], JobFuture[Any]]] = []
         for future, job in pairs:
-            if future.cancelled():
+            if future._cancel_seen():
                 self.cancel_soon(job)  # cancelled while sbatch ran
             elif self._close_mode == "cancel" and not job.done():
                 future.cancel()  # answered after a cancelling shutdown began

@@ -114,7 +114,7 @@ class SubmitQueue:
                     batch = self.take()
                     closing = not is_open()
                 # A call cancelled before it left is never submitted.
-                live = [call for call in batch if not call.future.cancelled()]
+                live = [call for call in batch if not call.future._cancel_seen()]
                 if live:
                     batches.start_soon(self._submit, session, track, live)
                 if closing:

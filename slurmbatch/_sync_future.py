@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncJobFuture"]
 
-_PENDING = "PENDING"  # concurrent.futures' own state name for a future not yet done
+# concurrent.futures' own state names.
+_PENDING = "PENDING"
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
 
 T = TypeVar("T")
 
@@ -125,6 +127,14 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         super().add_done_callback(self._loop.callback_runner(fn))
 
     # -- called by the executor's loop ------------------------------------------------------
+    def _cancel_seen(self) -> bool:
+        """Whether :meth:`cancel` has marked the future, read without taking its Condition.
+
+        A cancel that races with this read is still handled: cancel() marks the future before it
+        looks for the job, and the loop gives the future its job before it reads this.
+        """
+        return self._state in _CANCELLED
+
     def _complete(self, value: Any = None, exc: BaseException | None = None) -> None:
         try:
             if exc is None:
