@@ -95,7 +95,7 @@ async def sdk_submit(cluster: ClusterSettings, jobs: int, observe: float) -> dic
         observed = time.perf_counter() - observe_start
         rpcs = sdiag_job_info(cluster) - rpc_before
         queries = session._poller.scheduler_queries - queries_before
-        await session._cancel_jobs(futures)
+        await session.cancel_jobs(futures)
         for future in futures:
             with anyio.fail_after(120):
                 with contextlib.suppress(Exception):

@@ -27,18 +27,18 @@ class FutureCompleter:
         """The futures still watched (safe to call from any thread: a snapshot)."""
         return [future for future, _ in list(self._watching)]
 
-    async def watch(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
-        """Complete ``future`` from ``job`` once it finishes (at once if it has)."""
-        if job.done():
-            await _complete_from(future, job)
-        else:
-            self._watching.append((future, job))
+    async def watch(self, pairs: list[tuple[SyncJobFuture[Any], JobFuture[Any]]]) -> None:
+        """Complete each future from its job once that finishes (at once if it has)."""
+        for future, job in pairs:
+            if job.done():
+                await _complete_from(future, job)
+            else:
+                self._watching.append((future, job))
 
     async def run(self, session: SlurmSession) -> None:
         """Complete futures as the session learns that their jobs finished, until cancelled."""
-        poller = session._poller
         while True:
-            progress = poller.progress_event()  # taken before the scan: nothing finishes unseen
+            progress = session.progress_event()  # taken before the scan: nothing finishes unseen
             await self.complete_finished()
             await progress.wait()
 
@@ -48,7 +48,7 @@ class FutureCompleter:
         for future, job in self._watching:
             if job.done():
                 await _complete_from(future, job)
-            elif not future.cancelled():
+            elif not future._cancel_seen():
                 still.append((future, job))
         self._watching = still
 

@@ -1,16 +1,16 @@
 """The event loop thread of a SlurmExecutor: one SlurmSession, served to any number of threads.
 
 The session lives on a private event loop in one background thread (an anyio blocking portal), entered
-and left by a host task of its own. Threads hand work to it without waiting for each other: submits
-go into a queue that one task on the loop drains, starting ``session.submit`` for everything queued at
-once, so that calls arriving together from many threads still coalesce into arrays and one round trip.
-Cancels are queued the same way and leave in one ``scancel``. Finished jobs complete their
-:class:`SyncJobFuture` from the loop, and done callbacks run in a callback thread of their own, so a
-callback that blocks (``other.result()``) never stalls the loop.
+and left by a host task of its own. Threads hand work to it without waiting for each other or for the
+loop: submits go into a :class:`~slurmbatch._executor_submits.SubmitQueue` and cancels into a
+:class:`~slurmbatch._executor_cancels.CancelQueue`, each drained by one task on the loop. Finished jobs
+complete their :class:`SyncJobFuture` from the loop, and done callbacks run in a callback thread of
+their own, so a callback that blocks (``other.result()``) never stalls the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import concurrent.futures
 import contextlib
@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
 import anyio
-import anyio.lowlevel
-import attrs
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._completer import FutureCompleter
 from ._errors import SessionClosedError
-from ._handoff import CallbackThread, Inbox, call_logged
+from ._executor_cancels import CancelQueue
+from ._executor_submits import QueuedCall, SubmitQueue
+from ._handoff import CallbackThread, call_logged
 from ._sync_future import SyncJobFuture
 from .future import JobFuture
 from .session import SlurmSession
@@ -47,21 +47,7 @@ CloseMode = Literal["wait", "cancel", "detach"]
 #: Seconds the interpreter's exit may spend closing sessions whose executors were never shut down.
 EXIT_TIMEOUT = 20.0
 
-#: While submits keep arriving from threads, wait up to SETTLE_STEPS steps of SETTLE_STEP seconds
-#: before handing them to the session together.
-SETTLE_STEP = 0.001
-SETTLE_STEPS = 10
-
 _open_loops: weakref.WeakSet[ExecutorLoop] = weakref.WeakSet()
-
-
-@attrs.define(eq=False)
-class _Submit:
-    future: SyncJobFuture[Any]
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: Mapping[str, Any]
-    spec: JobSpec | None
 
 
 class ExecutorLoop:
@@ -69,9 +55,8 @@ class ExecutorLoop:
 
     def __init__(self, host: str, session_options: Mapping[str, Any]) -> None:
         self.lock = threading.Lock()  # the queues, and a future's cancel against its acceptance
-        self._accepted = threading.Condition(self.lock)
-        self._submits: Inbox[_Submit] = Inbox()
-        self._cancels: Inbox[JobFuture[Any]] = Inbox()
+        self._submits = SubmitQueue(self.lock)
+        self._cancels = CancelQueue(self.lock)
         self._state: Literal["open", "closing", "closed"] = "open"
         self._close_mode: CloseMode = "wait"
         self._completer = FutureCompleter()
@@ -79,6 +64,9 @@ class ExecutorLoop:
         self._portal_stopped = False
         self._portal_context = start_blocking_portal("asyncio", name="slurmbatch-executor")
         self._portal: BlockingPortal = self._portal_context.__enter__()
+        # The portal's loop is always asyncio's: threads wake it with call_soon_threadsafe, which,
+        # unlike a portal call, does not wait for the loop to get round to it.
+        self._event_loop: asyncio.AbstractEventLoop = self._portal.call(asyncio.get_running_loop)
         self._loop_thread = self._portal.call(threading.get_ident)
         try:
             self._host, started = self._portal.start_task(
@@ -98,9 +86,9 @@ class ExecutorLoop:
         future: SyncJobFuture[T] = SyncJobFuture(self)
         with self.lock:
             self._require_open()
-            wake = self._submits.put(_Submit(future, fn, args, kwargs, spec))
+            wake = self._submits.put(QueuedCall(future, fn, args, kwargs, spec))
         if wake:
-            self._on_loop(self._wake_submits)
+            self._wake(self._submits.wake)
         return future
 
     def map(
@@ -108,12 +96,17 @@ class ExecutorLoop:
     ) -> list[SyncJobFuture[T]]:
         with self.lock:
             self._require_open()
-        return self._portal.call(self._map, fn, [list(c) for c in columns], spec)
+        jobs = self._portal.call(self._map, fn, [list(column) for column in columns], spec)
+        # Made once the jobs are submitted: alive during the submission, ten thousand futures made
+        # each of the garbage collector's passes over its allocations slower.
+        futures: list[SyncJobFuture[T]] = [SyncJobFuture(self) for _ in jobs]
+        return self._portal.call(self._follow, futures, jobs)
 
     def reattach(self, session_id: str | None) -> list[SyncJobFuture[Any]]:
         with self.lock:
             self._require_open()
-        return self._portal.call(self._reattach, session_id)
+        jobs = self._portal.call(self._reattach, session_id)
+        return self._portal.call(self._follow, [SyncJobFuture(self) for _ in jobs], jobs)
 
     def cancel_soon(self, job: JobFuture[Any]) -> None:
         """Cancel ``job`` with the next ``scancel`` (one for every cancel queued meanwhile)."""
@@ -122,26 +115,14 @@ class ExecutorLoop:
                 return
             wake = self._cancels.put(job)
         if wake:
-            self._on_loop(self._wake_cancels)
+            self._wake(self._cancels.wake)
 
     def wait_accepted(self, future: SyncJobFuture[Any], timeout: float | None) -> str:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._accepted:
-            while future._job is None and not future.done():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"sbatch had not accepted the job within {timeout} s")
-                self._accepted.wait(left)
-            job = future._job
-        if job is None:
-            future.result(0)  # raises what kept it from being submitted (or CancelledError)
-            raise AssertionError("a future done without a job must hold an error")  # pragma: no cover
-        return job.job_id
+        return self._submits.wait_accepted(future, timeout)
 
     def notify_accepted(self) -> None:
         """Wake the threads in :meth:`wait_accepted` (a future was cancelled before its job was known)."""
-        with self._accepted:
-            self._accepted.notify_all()
+        self._submits.notify_accepted()
 
     def read_output(self, future: SyncJobFuture[Any], stream: str, timeout: float | None) -> str:
         self.wait_accepted(future, timeout)
@@ -204,11 +185,6 @@ class ExecutorLoop:
 
     # ------------------------------------------------------------------------------- on the loop
     async def _run_session(self, host: str, options: dict[str, Any], *, task_status: TaskStatus[str]) -> None:
-        self._submits_ready = anyio.Event()
-        self._cancels_ready = anyio.Event()
-        self._close_requested = anyio.Event()
-        self._cancelling = anyio.Lock()  # held while a scancel runs, so that the session outlives it
-        self._notifying = False
         session = SlurmSession(host, **options)
         error: Exception | None = None
         try:
@@ -225,7 +201,7 @@ class ExecutorLoop:
         finally:
             with self.lock:
                 self._state = "closed"
-                self._accepted.notify_all()
+            self._submits.notify_accepted()
             self._completer.fail_all(
                 lambda future: SessionClosedError(
                     f"The executor closed before job {future.job_id} ended; it runs on in Slurm, and the "
@@ -243,10 +219,12 @@ class ExecutorLoop:
         with anyio.CancelScope() as self._session_scope:
             async with session:
                 self._session = session
-                services.start_soon(self._serve_cancels)
+                services.start_soon(self._cancels.serve, session, lambda: self._close_mode == "cancel")
                 services.start_soon(self._completer.run, session)
-                async with anyio.create_task_group() as self._submits_group:
-                    self._submits_group.start_soon(self._serve_submits)
+                async with anyio.create_task_group() as submits:
+                    submits.start_soon(
+                        self._submits.serve, session, self._track, lambda: self._state == "open"
+                    )
                     task_status.started(session.id)
                 # Every queued submit has been answered: the session now holds all the jobs.
                 if self._close_mode == "detach":
@@ -262,115 +240,56 @@ class ExecutorLoop:
                 elif self._close_mode == "cancel":
                     # The session scancels every live job as it closes: queued cancels are covered,
                     # and one under way finishes first, while the connections are still open.
-                    async with self._cancelling:
-                        with self.lock:
-                            self._cancels.take()
+                    await self._cancels.drop_queued()
                     self._session_scope.cancel()
 
-    async def _serve_submits(self) -> None:
-        while True:
-            await self._submits_ready.wait()
-            self._submits_ready = anyio.Event()
-            await self._settle()
-            with self.lock:
-                batch = self._submits.take()
-                closing = self._state != "open"
-            for item in batch:
-                if not item.future.cancelled():  # cancelled before it left: never submitted
-                    self._submits_group.start_soon(self._submit, item)
-            if closing:
-                return
-
-    async def _settle(self) -> None:
-        """Wait while threads are still adding submits (a few ms at most), so that they leave together.
-
-        Calls from threads arrive one by one; handed over as they come, the first few would leave alone
-        and the rest wait for the next round trip. A lone call waits one step.
-        """
-        for _ in range(SETTLE_STEPS):
-            with self.lock:
-                queued = len(self._submits)
-            await anyio.sleep(SETTLE_STEP)
-            with self.lock:
-                if len(self._submits) == queued or self._state != "open":
-                    return
-
-    async def _submit(self, item: _Submit) -> None:
-        try:
-            job = await self._session.submit(item.fn, item.args, item.spec, kwargs=item.kwargs)
-        except Exception as exc:
-            item.future._complete(exc=exc)
-        else:
-            await self._track(item.future, job)
-        if not self._notifying:
-            # One wake-up for the threads in wait_accepted() per batch sbatch answered, not per job.
-            self._notifying = True
-            self._submits_group.start_soon(self._notify_accepted)
-
-    async def _notify_accepted(self) -> None:
-        await anyio.lowlevel.checkpoint()  # after the other submits answered in this loop iteration
-        self._notifying = False
-        with self._accepted:
-            self._accepted.notify_all()
-
-    async def _track(self, future: SyncJobFuture[Any], job: JobFuture[Any]) -> None:
-        if not future._accept(job):
-            self.cancel_soon(job)  # cancelled while sbatch ran
-        elif self._close_mode == "cancel" and not job.done():
-            future.cancel()  # answered after a cancelling shutdown began
-        else:
-            await self._completer.watch(future, job)
+    async def _track(self, pairs: list[tuple[SyncJobFuture[Any], JobFuture[Any]]]) -> None:
+        """Give each future its accepted job, and have the completer follow it."""
+        with self.lock:  # against SyncJobFuture.cancel: a job known from now on is cancelled there
+            for future, job in pairs:
+                future._job = job
+        follow: list[tuple[SyncJobFuture[Any], JobFuture[Any]]] = []
+        for future, job in pairs:
+            if future._cancel_seen():
+                self.cancel_soon(job)  # cancelled while sbatch ran
+            elif self._close_mode == "cancel" and not job.done():
+                future.cancel()  # answered after a cancelling shutdown began
+            else:
+                follow.append((future, job))
+        await self._completer.watch(follow)
 
     async def _map(
         self, fn: Callable[..., T], columns: list[list[Any]], spec: JobSpec | None
+    ) -> list[JobFuture[T]]:
+        return await self._session.map(fn, *columns, spec=spec)
+
+    async def _reattach(self, session_id: str | None) -> list[JobFuture[Any]]:
+        return await self._session.reattach(session_id)
+
+    async def _follow(
+        self, futures: list[SyncJobFuture[T]], jobs: list[JobFuture[T]]
     ) -> list[SyncJobFuture[T]]:
-        jobs = await self._session.map(fn, *columns, spec=spec)
-        return await self._wrap(jobs)
-
-    async def _reattach(self, session_id: str | None) -> list[SyncJobFuture[Any]]:
-        return await self._wrap(await self._session.reattach(session_id))
-
-    async def _wrap(self, jobs: list[JobFuture[T]]) -> list[SyncJobFuture[T]]:
-        futures: list[SyncJobFuture[T]] = []
-        for job in jobs:
-            future: SyncJobFuture[T] = SyncJobFuture(self)
-            await self._track(future, job)
-            futures.append(future)
+        await self._track(list(zip(futures, jobs, strict=True)))
         return futures
 
-    async def _serve_cancels(self) -> None:
-        while True:
-            await self._cancels_ready.wait()
-            self._cancels_ready = anyio.Event()
-            async with self._cancelling:
-                with self.lock:
-                    jobs = self._cancels.take()
-                live = [job for job in dict.fromkeys(jobs) if not job.done()]
-                if not live or self._close_mode == "cancel":
-                    continue  # the session cancels every live job as it closes
-                try:
-                    # One scancel for every cancel queued meanwhile (a map's early exit cancels thousands).
-                    await self._session._cancel_jobs(live)
-                except Exception as exc:
-                    logger.warning("could not cancel %d job(s): %s", len(live), exc)
-
-    def _wake_submits(self) -> None:
-        self._submits_ready.set()
-
-    def _wake_cancels(self) -> None:
-        self._cancels_ready.set()
-
     def _wake_close(self) -> None:
-        self._close_requested.set()
-        self._submits_ready.set()
+        self._submits.wake()
 
     def _cancel_session(self) -> None:
         self._close_mode = "cancel"
         self._session_scope.cancel()
 
     # ------------------------------------------------------------------------------- helpers
+    def _wake(self, wake: Callable[[], None]) -> None:
+        """Run ``wake`` on the loop soon, without waiting for it (nothing if the loop has ended)."""
+        if threading.get_ident() == self._loop_thread:
+            wake()
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: so has the session
+            self._event_loop.call_soon_threadsafe(wake)
+
     def _on_loop(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the loop (at once when already there); nothing if the loop has ended."""
+        """Run ``fn`` on the loop and wait for it (at once when already there); nothing if it has ended."""
         if threading.get_ident() == self._loop_thread:
             fn()
             return
@@ -393,15 +312,15 @@ class ExecutorLoop:
 
     def _cancel_unfinished(self) -> None:
         with self.lock:
-            queued = [item.future for item in self._submits.snapshot()]
+            queued = self._submits.queued()
         for future in queued + self._completer.futures():
             future.cancel()
 
     def _fail_queued(self, exc: BaseException) -> None:
         with self.lock:
             batch = self._submits.take()
-        for item in batch:
-            item.future._complete(exc=exc)
+        for call in batch:
+            call.future._complete(exc=exc)
 
     def _require_open(self) -> None:
         if self._state != "open":

@@ -85,7 +85,7 @@ class SessionLifecycle:
     def _on_submitted(self, request: SubmitRequest) -> None:
         raise NotImplementedError
 
-    async def _cancel_jobs(self, futures: Any) -> None:
+    async def cancel_jobs(self, futures: Any) -> None:
         raise NotImplementedError
 
     async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
@@ -155,7 +155,7 @@ class SessionLifecycle:
             slurm_setup=self._slurm_setup,
             restore_workdir=self._restore_workdir,
             journal=self._journal,
-            cancel=self._cancel_jobs,
+            cancel=self.cancel_jobs,
             dependencies=self._deps,
         )
         self._submitter = Submitter(

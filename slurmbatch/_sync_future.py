@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SyncJobFuture"]
 
+# concurrent.futures' own state names.
+_PENDING = "PENDING"
+_CANCELLED = ("CANCELLED", "CANCELLED_AND_NOTIFIED")
+
 T = TypeVar("T")
 
 
@@ -42,10 +46,25 @@ class SyncJobFuture(concurrent.futures.Future[T]):
     """
 
     def __init__(self, loop: ExecutorLoop) -> None:
-        super().__init__()
+        # The fields of concurrent.futures.Future.__init__ (the same from Python 3.10 to 3.13), but not
+        # its Condition: that is made on first use (see _condition), because building it is most of
+        # a future's cost, and a map makes thousands of futures before returning.
+        self._state = _PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[concurrent.futures.Future[T]], object]] = []
         self._loop = loop
         self._job: JobFuture[T] | None = None
-        self._cancelling = threading.RLock()
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]
+        """The future's Condition, as the standard library's methods and ``wait()`` use it."""
+        condition: threading.Condition | None = self.__dict__.get("_lazy_condition")
+        if condition is None:
+            # setdefault is atomic: of two threads racing here, both get the same Condition.
+            condition = self.__dict__.setdefault("_lazy_condition", threading.Condition())
+        return condition
 
     def __repr__(self) -> str:
         return f"<SyncJobFuture job_id={self.job_id} state={self.state.name} done={self.done()}>"
@@ -87,14 +106,15 @@ class SyncJobFuture(concurrent.futures.Future[T]):
     def cancel(self) -> bool:
         """Cancel the job, pending or running (``scancel``); return False if it had already finished."""
         # Callbacks run inside super().cancel(): this lock is reentrant for one that cancels again.
-        with self._cancelling:
+        # Made on the first cancel (atomically: setdefault), as most futures are never cancelled.
+        with self.__dict__.setdefault("_cancelling", threading.RLock()):
             if self.cancelled():
                 return True
             if not super().cancel():  # never marked RUNNING: False means finished
                 return False
             # Waiters in concurrent.futures.wait()/as_completed() learn of a cancel from this call.
             self.set_running_or_notify_cancel()
-        with self._loop.lock:  # against _accept: a job accepted from now on is cancelled by the loop
+        with self._loop.lock:  # against the loop giving it its job: one known from now on is cancelled there
             job = self._job
         if job is not None:
             self._loop.cancel_soon(job)
@@ -107,11 +127,13 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         super().add_done_callback(self._loop.callback_runner(fn))
 
     # -- called by the executor's loop ------------------------------------------------------
-    def _accept(self, job: JobFuture[T]) -> bool:
-        """Note the submitted job; False if the future was cancelled meanwhile (the job must go)."""
-        with self._loop.lock:
-            self._job = job
-            return not self.cancelled()
+    def _cancel_seen(self) -> bool:
+        """Whether :meth:`cancel` has marked the future, read without taking its Condition.
+
+        A cancel that races with this read is still handled: cancel() marks the future before it
+        looks for the job, and the loop gives the future its job before it reads this.
+        """
+        return self._state in _CANCELLED
 
     def _complete(self, value: Any = None, exc: BaseException | None = None) -> None:
         try:

@@ -133,7 +133,7 @@ class JobFuture(Generic[T]):
         """
         if self.done():
             return False
-        await self._session._cancel_jobs([self])
+        await self._session.cancel_jobs([self])
         return True
 
     async def stdout(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,7 +12,7 @@ import attrs
 
 from . import _probe
 from ._dependencies import Dependencies
-from ._errors import PayloadError, SessionClosedError
+from ._errors import PayloadError
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
 from ._progress import require_rich, show_progress
@@ -26,7 +26,7 @@ from ._session_checks import (
     connect_settings,
     slurm_setup_text,
 )
-from ._session_files import SessionFiles
+from ._session_jobs import SessionJobs
 from ._submitter import ArrayShape, SubmitRequest
 from .future import JobFuture
 from .payload import ArgumentStore, FunctionBlob, pack_function
@@ -42,8 +42,11 @@ __all__ = ["SlurmSession"]
 logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
+#: One call for :meth:`SlurmSession.submit_each`: ``(fn, args, kwargs or None, spec or None)``.
+Call = tuple[Callable[..., Any], Sequence[Any], Mapping[str, Any] | None, JobSpec | None]
 
-class SlurmSession(SessionFiles):
+
+class SlurmSession(SessionJobs):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
 
     Use it as an async context manager; it works under asyncio and trio::
@@ -279,6 +282,58 @@ class SlurmSession(SessionFiles):
         queued when the session ends raises :class:`SessionClosedError`.
         """
         self._require_open()
+        request = self._request(fn, args, kwargs, spec)
+        try:
+            await self._submitter.submit(request)
+        finally:
+            if request.future is None:
+                self._deps.refused(request.upstream)
+        assert request.future is not None
+        return request.future
+
+    async def submit_each(self, calls: Iterable[Call]) -> list[JobFuture[Any] | BaseException]:
+        """Submit independent calls together; return, in order, each one's future or what stopped it.
+
+        Each call is a tuple ``(fn, args, kwargs, spec)`` as :meth:`submit` takes them (``kwargs`` and
+        ``spec`` may be None). They reach the login node together, as concurrent :meth:`submit` calls
+        do: those sharing a function and a JobSpec become one job array, and one round trip carries
+        them. Unlike :meth:`map`, each call stands alone: one that cannot be pickled, or that sbatch
+        refuses, gets its :class:`PayloadError` or :class:`SubmissionError` (or ``TypeError`` for bad
+        arguments) in its place, and the others are submitted. Returns once sbatch answered for all.
+        This is how :class:`SlurmExecutor` hands over the calls its threads made meanwhile.
+        """
+        self._require_open()
+        prepared: list[SubmitRequest | BaseException] = []
+        for fn, args, kwargs, spec in calls:
+            try:
+                prepared.append(self._request(fn, args, kwargs, spec))
+            except Exception as exc:  # this call only: the others still go
+                prepared.append(exc)
+        requests = [p for p in prepared if isinstance(p, SubmitRequest)]
+        try:
+            await self._submitter.submit_all(requests)
+        finally:
+            for request in requests:
+                if request.future is None:
+                    self._deps.refused(request.upstream)
+        outcomes: list[JobFuture[Any] | BaseException] = []
+        for item in prepared:
+            if isinstance(item, SubmitRequest):
+                outcome = item.error or item.future
+                assert outcome is not None
+                outcomes.append(outcome)
+            else:
+                outcomes.append(item)
+        return outcomes
+
+    def _request(
+        self,
+        fn: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
+        spec: JobSpec | None,
+    ) -> SubmitRequest:
+        """One call, checked and pickled, ready for the submitter."""
         if isinstance(args, (str, bytes, bytearray)) or not isinstance(args, Iterable):
             raise TypeError(
                 f"args must be a tuple or list of positional arguments, not {type(args).__name__}: write "
@@ -289,14 +344,7 @@ class SlurmSession(SessionFiles):
         spec = self._spec(spec)
         blob = self._pack_function(fn)
         call, upstream = self._deps.pack(self._arguments, tuple(args), kwargs or {})
-        request = SubmitRequest(blob, call, spec, upstream=upstream)
-        try:
-            await self._submitter.submit(request)
-        finally:
-            if request.future is None:
-                self._deps.refused(upstream)
-        assert request.future is not None
-        return request.future
+        return SubmitRequest(blob, call, spec, upstream=upstream)
 
     async def map(
         self,
@@ -346,25 +394,8 @@ class SlurmSession(SessionFiles):
         if refused:
             raise await self._jobs.undo_map(futures, refused[0])
         if progress:
-            self._tg.start_soon(
-                show_progress, futures, self._poller.progress_event, getattr(fn, "__name__", "map")
-            )
+            self._tg.start_soon(show_progress, futures, self.progress_event, getattr(fn, "__name__", "map"))
         return futures
-
-    async def as_completed(self, futures: Iterable[JobFuture[T]]) -> AsyncIterator[JobFuture[T]]:
-        """Yield ``futures`` as their jobs finish (whatever the outcome), first finished first."""
-        pending = list(futures)
-        while pending:
-            progress = self._poller.progress_event()
-            still = []
-            for future in pending:
-                if future.done():
-                    yield future
-                else:
-                    still.append(future)
-            pending = still
-            if pending:
-                await progress.wait()
 
     def _pack_function(self, fn: Callable[..., Any]) -> FunctionBlob:
         blob = pack_function(fn)
@@ -412,16 +443,3 @@ class SlurmSession(SessionFiles):
         if self.cluster_info.parsable_cluster is None:
             # The first answer tells whether this site's sbatch --parsable names the cluster (123;name).
             self.cluster_info = attrs.evolve(self.cluster_info, parsable_cluster=";" in request.job_id)
-
-    # ------------------------------------------------------------------------------- jobs
-    async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
-        await self._jobs.cancel(futures)
-
-    def _require_open(self, *, allow_closing: bool = False) -> None:
-        if self._state == "open" or (allow_closing and self._state == "closing"):
-            return
-        if self._state == "new":
-            raise SessionClosedError(
-                "The session is not open yet: use it inside `async with SlurmSession(...)`."
-            )
-        raise SessionClosedError("The session is closed: submit and read jobs inside its `async with` block.")

@@ -26,6 +26,7 @@ from slurmbatch import (
     PayloadError,
     SessionClosedError,
     SlurmExecutor,
+    SubmissionError,
     SyncJobFuture,
 )
 from slurmbatch.testing import ClusterSettings
@@ -162,6 +163,20 @@ def test_an_unpicklable_argument_fails_the_future_with_a_payload_error(executor:
     assert future.job_id is None
     with pytest.raises(PayloadError):
         future.wait_accepted()
+
+
+def test_calls_queued_together_fail_alone(executor: SlurmExecutor) -> None:
+    # Submitted back to back, these leave together; each has its own outcome, unlike a map's calls.
+    refused = executor.with_spec(JobSpec(options={"partition": "no-such-partition"}))
+    first = executor.submit(add, 1, 2)
+    unpicklable = executor.submit(add, threading.Lock())
+    bad_partition = refused.submit(add, 3)
+    last = executor.submit(add, 4, 5)
+    assert first.result(timeout=120) == 3 and last.result(timeout=120) == 9
+    with pytest.raises(PayloadError):
+        unpicklable.result(timeout=60)
+    with pytest.raises(SubmissionError, match="partition"):
+        bad_partition.result(timeout=60)
 
 
 def test_with_spec_shares_the_session_with_another_default(executor: SlurmExecutor) -> None:
