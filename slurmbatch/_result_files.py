@@ -1,37 +1,30 @@
 """Reading the files tracked jobs leave in the remote work directory, and resolving their futures by them.
 
-A large batch of result files is read over one SFTP session; a small one (a few jobs that just ended,
-the common case while results trickle in) over one framed remote command, because a new SFTP session
-costs about six round trips before its first read (channel, subsystem, version, limits) and every
-file three more (open, read, close), where one command costs about three in all: on a 50 ms link
-that is the difference between 0.1 s and 0.5 s from "result written" to "future resolved". A result
-file is removed once its future is resolved and the journal has noted it, not before: W/results stays
-as short as the number of live jobs, and a client killed in between finds the result again.
+A batch of files is read together (see :mod:`._file_reads`: a few by one command, many over one SFTP
+session). A result file is removed once its future is resolved and the journal has noted it, not
+before: W/results stays as short as the number of live jobs, and a client killed in between finds the
+result again.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._file_reads import files_for
 from ._journal import Journal
 from ._outcomes import ended_failure, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
 from .future import JobFuture
 from .slurm.states import JobState, JobStatus
-from .transport import SFTPClient, SSHPool
-from .transport.exec_files import ExecFileSession
+from .transport import SSHPool
 
 logger = logging.getLogger("slurmbatch")
 
 __all__ = ["ResultFiles"]
 
 _STDERR_TAIL_BYTES = 16 * 1024  # read for the tail's lines; a longer last line is cut at its start
-# Up to this many result files are read by one remote command rather than over a new SFTP session: few
-# round trips matter more than the third that base64 adds to a few small files.
-_BY_COMMAND = 8
 
 
 class ResultFiles:
@@ -64,40 +57,31 @@ class ResultFiles:
     async def collect(self, finished: list[JobFuture[Any]]) -> list[JobFuture[Any]]:
         """Resolve ``finished`` by their result files; return those whose file was not there."""
         paths = {self._layout.result(f.token): f for f in finished}
-        async with self._files_for(len(paths)) as sftp:
-            contents = await sftp.get_many(paths)
+        async with files_for(self._pool, len(paths)) as files:
+            contents = await files.get_many(paths)
             collected = self._resolve_results(paths, contents)
             if self._journal is not None:
                 await self._journal.flush()  # collected for good before the files go
-            await sftp.remove_many(collected)
+            await files.remove_many(collected)
         logger.info("collected %d result(s)", len(collected))
         return [f for path, f in paths.items() if path not in collected and not f.done()]
-
-    @asynccontextmanager
-    async def _files_for(self, count: int) -> AsyncIterator[SFTPClient | ExecFileSession]:
-        """Where ``count`` result files are read: one command each call for a few, else SFTP."""
-        if count <= _BY_COMMAND:
-            yield ExecFileSession(self._pool)
-            return
-        async with self._pool.sftp() as sftp:
-            yield sftp
 
     async def read_ended(self, ended: list[JobFuture[Any]]) -> dict[str, str]:
         """Resolve jobs the scheduler called ended by their result files if these have appeared; return
         the tails of the others' stderr files, by token."""
         results = {self._layout.result(f.token): f for f in ended}
         stderrs = {self._layout.stderr(f.token): f.token for f in ended}
-        async with self._pool.sftp() as sftp:
+        async with files_for(self._pool, len(results) + len(stderrs)) as files:
             try:
-                contents = await sftp.get_many(results)
+                contents = await files.get_many(results)
                 # Only the end of each stderr, read from its offset: a job may have logged gigabytes.
-                contents.update(await sftp.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
+                contents.update(await files.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
             collected = self._resolve_results(results, contents)
             if self._journal is not None:
                 await self._journal.flush()
-            await sftp.remove_many(collected)
+            await files.remove_many(collected)
         return {
             stderrs[path]: stderr_tail(data) for path, data in contents.items() if path in stderrs and data
         }

@@ -12,6 +12,7 @@ import attrs
 
 from . import _probe
 from ._errors import PayloadError, SessionClosedError
+from ._file_reads import files_for
 from ._job_script import render_job_script
 from ._journal import Journal, JournalEntry, default_journal_path
 from ._lifecycle import SessionLifecycle
@@ -377,8 +378,8 @@ class SlurmSession(SessionLifecycle):
 
     async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
         async def read() -> dict[str, bytes | None]:
-            async with self._pool.sftp() as sftp:
-                return await sftp.get_many(paths)
+            async with files_for(self._pool, len(paths)) as files:
+                return await files.get_many(paths)
 
         return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
 
