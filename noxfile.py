@@ -130,12 +130,13 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Submission throughput side by side with the alternatives (``-- --full`` for the long run).
+    """Every contender side by side (``-- --full`` for the long run, ``-- --rtt 0,50`` for added RTT).
 
-    The single-purpose scripts stay runnable on their own: ``python -m benchmarks`` (core submit),
-    ``python -m benchmarks.throughput``, ``python -m benchmarks.latency``, ``python -m benchmarks.covalent_workflow``.
+    ``python -m benchmarks`` (core submit), ``python -m benchmarks.throughput`` and
+    ``python -m benchmarks.latency`` are selections of the same harness; ``python -m
+    benchmarks.covalent_workflow`` runs a workflow through two real Covalent servers.
     """
-    _install(session, "dev,covalent")
+    _install(session, "dev,covalent,bench")
     session.run("python", "-m", "benchmarks.compare", *session.posargs)
 
 

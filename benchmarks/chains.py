@@ -33,7 +33,7 @@ import cloudpickle
 from slurmbatch import JobSpec, SlurmSession
 from slurmbatch.testing import ClusterSettings, LocalCluster
 
-from .latency import RESULTS, login, session_for, summary
+from .latency_measures import RESULTS, login, session_for, summary
 
 # The job side cannot import this module: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

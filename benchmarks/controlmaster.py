@@ -4,9 +4,9 @@
 local cluster's login node (the same sshd asyncssh connects to), then alternates, ``--repeats`` times:
 
 - P1a: ``--jobs`` (500) concurrent held ``submit()`` calls of one function and spec (coalesced into
-  arrays): jobs acknowledged per second (`benchmarks.throughput.submit_rate`);
+  arrays): jobs acknowledged per second (`benchmarks.submit_measures.submit_rate`);
 - P3: ``--samples`` (10) trivial jobs, submit to result, each paired with the login-node floor
-  (`benchmarks.latency.latency`).
+  (`benchmarks.latency_measures.latency`).
 
 Over the master every command is one ``ssh -S`` process (no channel of a connection of ours) and files
 travel over exec channels, so the difference is the price of the process per command.
@@ -27,8 +27,8 @@ import anyio
 
 from slurmbatch.testing import ClusterSettings, ControlMaster, LocalCluster
 
-from .latency import latency
-from .throughput import RESULTS, login, submit_rate
+from .latency_measures import latency
+from .submit_measures import RESULTS, login, submit_rate
 
 
 def master_for(cluster: ClusterSettings) -> ControlMaster:

@@ -32,7 +32,7 @@ import anyio
 from slurmbatch import SlurmExecutor
 from slurmbatch.testing import ClusterSettings, LocalCluster
 
-from .throughput import HELD, RESULTS, login, map_rate, session_options, submit_rate, trivial
+from .submit_measures import HELD, RESULTS, login, map_rate, session_options, submit_rate, trivial
 
 THREADS = 8
 

@@ -1,235 +1,32 @@
-"""Submission throughput against slurmctld's own limit, in one run on the local cluster.
+"""``python -m benchmarks.throughput [harness options]``: submission throughput against slurmctld's limit.
 
-``python -m benchmarks.throughput [--quick]`` measures, jobs submitted held (nothing runs) unless said:
-
-- limit: 8 parallel plain ``sbatch`` loops on the login node, no SSH (one sbatch per job), and one loop;
-- P1a: 500 concurrent ``submit()`` calls of one function and JobSpec (coalesced into arrays);
-- P1b: 500 concurrent ``submit()`` calls with 500 distinct JobSpecs (no array applies);
-- P2: ``map`` over 10 000 items, including pickling and upload;
-- RPCs: slurmctld's job-info RPCs (sdiag) while 1000 trivial jobs run to completion through ``map``;
-- memory: client bytes per pending future, from 100 000 held array tasks (``--futures``).
+P1, P2 and P4 of :mod:`benchmarks.compare` for plain ``sbatch`` on the login node (1 and 8 loops, and
+one ``--array``) and slurmbatch ``submit()`` (one function and spec: P1a; distinct specs: P1b) and
+``map()`` (P2, pickling and upload included); slurmctld's job-info RPCs per 1000 jobs run to completion
+come from the P4 runs; the memory each pending future holds, from ``map`` over ``--futures`` held items
+(100 000 unless given). ``--p1-jobs`` and ``--p2-items`` set the other sizes.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import gc
-import json
-import resource
-import subprocess
 import sys
-import time
-import tracemalloc
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any
 
-import anyio
+from benchmarks.compare.entry import selection
 
-from slurmbatch import JobSpec, SlurmSession
-from slurmbatch.testing import ClusterSettings, LocalCluster
-
-RESULTS = Path(__file__).parent / "results"
-HELD = JobSpec(options={"hold": True})
-
-
-def trivial(x: int = 0) -> int:
-    return x
-
-
-def login(cluster: ClusterSettings, command: str) -> str:
-    done = subprocess.run(
-        ["ssh", "-F", cluster.ssh_config, cluster.ssh_alias, command],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
-
-
-def job_info_rpcs(cluster: ClusterSettings) -> int:
-    total = 0
-    for line in login(cluster, "sdiag").splitlines():
-        if line.strip().startswith(("REQUEST_JOB_INFO ", "REQUEST_JOB_INFO_SINGLE ")):
-            total += int(line.split("count:")[1].split()[0])
-    return total
-
-
-def plain_loops(cluster: ClusterSettings, jobs: int, loops: int) -> float:
-    """Jobs/s of ``loops`` parallel sbatch loops on the login node, timed there (no SSH in the loop)."""
-    per_loop = jobs // loops
-    loop = f"for i in $(seq {per_loop}); do sbatch --hold --parsable --wrap=true >/dev/null || exit 1; done"
-    script = (
-        "s=$(date +%s.%N); "
-        + " ".join(f"({loop}) &" for _ in range(loops))
-        + ' wait; e=$(date +%s.%N); echo "$s $e"'
-    )
-    start, end = map(float, login(cluster, script).split())
-    login(cluster, "scancel --user $USER")
-    return per_loop * loops / (end - start)
-
-
-def session_options(cluster: ClusterSettings, **overrides: Any) -> dict[str, Any]:
-    """Keyword arguments of a SlurmSession (or SlurmExecutor) on ``cluster``, besides the host."""
-    options: dict[str, Any] = {
-        "port": cluster.port,
-        "user": cluster.user,
-        "key_file": cluster.key_file,
-        "known_hosts": cluster.known_hosts,
-        "ssh_config": (),
-        "remote_workdir": cluster.remote_workdir,
-        "python": cluster.python,
-    }
-    return options | overrides
-
-
-def session_for(cluster: ClusterSettings, **overrides: Any) -> SlurmSession:
-    return SlurmSession("127.0.0.1", **session_options(cluster, **overrides))
-
-
-async def submit_rate(
-    cluster: ClusterSettings, jobs: int, *, distinct_specs: bool, **overrides: Any
-) -> dict[str, Any]:
-    """P1a (``distinct_specs=False``): ``jobs`` concurrent held submits; ``overrides`` are session options."""
-    async with session_for(cluster, **overrides) as session:
-        specs = (
-            [JobSpec(options={"hold": True}, variables={"SB_I": i}) for i in range(jobs)]
-            if distinct_specs
-            else None
-        )
-        started, cpu = time.perf_counter(), time.process_time()
-        async with anyio.create_task_group() as tg:
-            for i in range(jobs):
-                tg.start_soon(session.submit, trivial, (i,), specs[i] if specs else HELD)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        calls = session._submitter.sbatch_calls
-        session.detach()
-    login(cluster, "scancel --user $USER")
-    return {
-        "jobs": jobs,
-        "seconds": elapsed,
-        "per_second": jobs / elapsed,
-        "cpu_seconds": cpu,
-        "sbatch_calls": calls,
-    }
-
-
-async def map_rate(cluster: ClusterSettings, items: int) -> dict[str, Any]:
-    async with session_for(cluster) as session:
-        started, cpu = time.perf_counter(), time.process_time()
-        futures = await session.map(trivial, range(items), spec=HELD)
-        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-        arrays = len({f.job_id.split("_")[0] for f in futures})
-        session.detach()
-    login(cluster, "scancel --user $USER")
-    return {
-        "items": items,
-        "seconds": elapsed,
-        "per_second": items / elapsed,
-        "cpu_seconds": cpu,
-        "arrays": arrays,
-    }
-
-
-async def rpcs_for_jobs(cluster: ClusterSettings, jobs: int) -> dict[str, Any]:
-    async with session_for(cluster) as session:
-        before = job_info_rpcs(cluster)
-        started = time.perf_counter()
-        futures = await session.map(trivial, range(jobs))
-        for future in futures:
-            await future
-        elapsed = time.perf_counter() - started
-        rpcs = job_info_rpcs(cluster) - before - 1  # the sdiag call itself is not a job-info RPC; be safe
-    return {"jobs": jobs, "seconds_to_all_results": elapsed, "job_info_rpcs": max(rpcs, 0)}
-
-
-async def memory_per_future(cluster: ClusterSettings, futures_count: int) -> dict[str, Any]:
-    async with session_for(cluster) as session:
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.take_snapshot()
-        futures = await session.map(trivial, range(futures_count), spec=HELD)
-        await anyio.sleep(1)
-        gc.collect()
-        after = tracemalloc.take_snapshot()
-        tracemalloc.stop()
-        # What stays allocated per pending future (the futures, their tracking, their submit records).
-        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
-        session.detach()
-        count = len(futures)
-        del futures
-    login(cluster, "scancel --user $USER")
-    return {
-        "futures": count,
-        "bytes_per_future": grown / count,
-        "client_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+CONTENDERS = (
+    "sbatch-1",
+    "sbatch-8",
+    "sbatch-array",
+    "slurmbatch-submit",
+    "slurmbatch-distinct",
+    "slurmbatch-map",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__)
-    parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--map-items", type=int, default=10_000)
-    parser.add_argument("--rpc-jobs", type=int, default=1000)
-    parser.add_argument("--futures", type=int, default=100_000)
-    args = parser.parse_args(argv)
-    cluster = LocalCluster().up()
-    login(cluster, "scancel --user $USER")
-    result: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    result["limit_8_loops_per_second"] = plain_loops(cluster, args.jobs, 8)
-    result["one_loop_per_second"] = plain_loops(cluster, args.jobs, 1)
-    result["p1a_one_spec"] = anyio.run(lambda: submit_rate(cluster, args.jobs, distinct_specs=False))
-    result["p1b_distinct_specs"] = anyio.run(lambda: submit_rate(cluster, args.jobs, distinct_specs=True))
-    result["p2_map"] = anyio.run(map_rate, cluster, args.map_items)
-    result["rpcs"] = anyio.run(rpcs_for_jobs, cluster, args.rpc_jobs)
-    with contextlib.suppress(Exception):
-        result["memory"] = anyio.run(memory_per_future, cluster, args.futures)
-    limit = result["limit_8_loops_per_second"]
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"throughput-{result['date'][:10]}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    rows = [
-        ("8 plain sbatch loops on the login node (the limit)", f"{limit:.0f} jobs/s", "1.00x"),
-        (
-            "1 plain sbatch loop on the login node",
-            f"{result['one_loop_per_second']:.0f} jobs/s",
-            f"{result['one_loop_per_second'] / limit:.2f}x",
-        ),
-        (
-            f"P1a {args.jobs} submit(), one function and spec",
-            f"{result['p1a_one_spec']['per_second']:.0f} jobs/s",
-            f"{result['p1a_one_spec']['per_second'] / limit:.2f}x",
-        ),
-        (
-            f"P1b {args.jobs} submit(), distinct specs",
-            f"{result['p1b_distinct_specs']['per_second']:.0f} jobs/s",
-            f"{result['p1b_distinct_specs']['per_second'] / limit:.2f}x",
-        ),
-        (
-            f"P2 map over {args.map_items} items",
-            f"{result['p2_map']['per_second']:.0f} tasks/s",
-            f"{result['p2_map']['per_second'] / limit:.2f}x",
-        ),
-        (
-            f"job-info RPCs for {args.rpc_jobs} jobs run to completion",
-            str(result["rpcs"]["job_info_rpcs"]),
-            "",
-        ),
-    ]
-    if "memory" in result:
-        rows.append(
-            (
-                f"client bytes per pending future ({result['memory']['futures']} held)",
-                f"{result['memory']['bytes_per_future']:.0f}",
-                "",
-            )
-        )
-    print("| measure | value | vs limit |\n|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    print(f"results: {out}")
-    return 0
+    given = list(sys.argv[1:] if argv is None else argv)
+    futures = [] if any(a.startswith("--futures") for a in given) else ["--futures", "100000"]
+    return selection("throughput", CONTENDERS, ("p1", "p2", "p4", "memory"), futures + given)
 
 
 if __name__ == "__main__":

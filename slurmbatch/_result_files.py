@@ -1,8 +1,9 @@
 """Reading the files tracked jobs leave in the remote work directory, and resolving their futures by them.
 
-A batch of files is read over one SFTP session. A result file is removed once its future is resolved and
-the journal has noted it, not before: W/results stays as short as the number of live jobs, and a client
-killed in between finds the result again.
+A batch of files is read together (see :mod:`._file_reads`: a few by one command, many over one SFTP
+session). A result file is removed once its future is resolved and the journal has noted it, not
+before: W/results stays as short as the number of live jobs, and a client killed in between finds the
+result again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._errors import PayloadError
+from ._file_reads import files_for
 from ._journal import Journal
 from ._outcomes import ended_failure, result_outcome, stderr_tail
 from ._remote_layout import RemoteLayout
@@ -61,12 +63,12 @@ class ResultFiles:
     async def collect(self, finished: list[JobFuture[Any]]) -> list[JobFuture[Any]]:
         """Resolve ``finished`` by their result files; return those whose file was not there."""
         paths = {self._layout.result(f.token): f for f in finished}
-        async with self._pool.sftp() as sftp:
-            contents = await sftp.get_many(paths)
-            collected = await self._resolve_results(sftp, paths, contents)
+        async with files_for(self._pool, len(paths)) as files:
+            contents = await files.get_many(paths)
+            collected = await self._resolve_results(files, paths, contents)
             if self._journal is not None:
                 await self._journal.flush()  # collected for good before the files go
-            await sftp.remove_many(collected)
+            await files.remove_many(collected)
         logger.info("collected %d result(s)", len(collected))
         return [f for path, f in paths.items() if path not in collected and not f.done()]
 
@@ -75,17 +77,17 @@ class ResultFiles:
         the tails of the others' stderr files, by token."""
         results = {self._layout.result(f.token): f for f in ended}
         stderrs = {self._layout.stderr(f.token): f.token for f in ended}
-        async with self._pool.sftp() as sftp:
+        async with files_for(self._pool, len(results) + len(stderrs)) as files:
             try:
-                contents = await sftp.get_many(results)
+                contents = await files.get_many(results)
                 # Only the end of each stderr, read from its offset: a job may have logged gigabytes.
-                contents.update(await sftp.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
+                contents.update(await files.get_many(stderrs, tail=_STDERR_TAIL_BYTES))
             except OSError:  # e.g. a file we may not read: the end state alone must do
                 contents = {}
-            collected = await self._resolve_results(sftp, results, contents)
+            collected = await self._resolve_results(files, results, contents)
             if self._journal is not None:
                 await self._journal.flush()
-            await sftp.remove_many(collected)
+            await files.remove_many(collected)
         return {
             stderrs[path]: stderr_tail(data) for path, data in contents.items() if path in stderrs and data
         }
@@ -103,7 +105,7 @@ class ResultFiles:
             self._resolve(future, exc=exc, state=state)
 
     async def _resolve_results(
-        self, sftp: Any, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
+        self, files: Any, paths: dict[str, JobFuture[Any]], contents: dict[str, bytes | None]
     ) -> list[str]:
         """Resolve each future whose result file was read; return those files that may go now.
 
@@ -123,7 +125,7 @@ class ResultFiles:
             for _, f, o in outcomes
             if o.error is None and isinstance(o.value, RemoteValue) and not self._held(f.token)
         ]
-        values = await sftp.get_many(wanted) if wanted else {}
+        values = await files.get_many(wanted) if wanted else {}
         collected = []
         for path, future, outcome in outcomes:
             value, error = outcome.value, outcome.error

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import anyio
 
 from ._errors import PayloadError, SessionClosedError
+from ._file_reads import files_for
 from ._lifecycle import SessionLifecycle
 from ._reconnect import retry_lost
 from .future import JobFuture, RemoteValue
@@ -72,8 +73,8 @@ class SessionJobs(SessionLifecycle):
 
     async def _read_files(self, paths: list[str]) -> dict[str, bytes | None]:
         async def read() -> dict[str, bytes | None]:
-            async with self._pool.sftp() as sftp:
-                return await sftp.get_many(paths)
+            async with files_for(self._pool, len(paths)) as files:
+                return await files.get_many(paths)
 
         return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
 

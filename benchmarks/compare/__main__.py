@@ -1,8 +1,12 @@
-"""``python -m benchmarks.compare [--quick|--full] [--slurm 24.11]``: every contender, one cluster, one run.
+"""``python -m benchmarks.compare [--quick|--full] [--rtt 0,50] [--slurm 24.11]``: every contender, one
+cluster, one run.
 
-``--slurm 24.11`` runs the same table against the local cluster of that release (its own state
-directory and Debian root); its jobs run the root's Python 3.13, so the benchmark runs on Python 3.13
-too, and a contender that cannot run there is reported with the reason instead of numbers.
+``--rtt`` lists round-trip times in milliseconds (default 0): at each one above 0 the contenders that
+connect over SSH run again through a latency proxy (:mod:`benchmarks.compare.latency_proxy`), and the
+report has a table per RTT. ``--slurm 24.11`` runs the same table against the local cluster of that
+release (its own state directory and Debian root); its jobs run the root's Python 3.13, so the benchmark
+runs on Python 3.13 too, and a contender that cannot run there is reported with the reason instead of
+numbers.
 
 Quick mode (the default) runs P1 with 500 jobs and finishes in under 5 minutes on 2 cores once the
 contenders' venvs exist (the first run makes them, a few minutes more); full mode runs P1 with 2000 jobs,
@@ -33,13 +37,14 @@ from slurmbatch.testing import ClusterSettings, LocalCluster
 
 from . import cluster as local
 from .contenders import Contender, Context, contenders
+from .endpoints import endpoints, parse_rtts
 from .environments import Environments, job_python_minor, prepare
-from .measurements import run_all
+from .measurements import PHASES, run_all
 from .modes import FULL, QUICK
 from .netem import probe
 from .report import write
 from .source import state
-from .summary import summarize
+from .summary import summarize_rtts
 
 SLURMBATCH_MAX_CONNECTIONS = 2  # SlurmSession's default, which every slurmbatch contender uses
 
@@ -74,8 +79,10 @@ def versions(cluster: ClusterSettings, envs: Environments) -> dict[str, str]:
 def report_again(path: Path) -> int:
     """Summarize the raw runs of a results file again and rewrite its report (same date, same files)."""
     doc = json.loads(path.read_text())
-    chosen = [Contender(row["key"], row["label"], (), row.get("unavailable")) for row in doc.pop("summary")]
-    md, text = write(doc, summarize(chosen, doc["runs"]))
+    summary = doc.pop("summary")
+    first = summary if isinstance(summary, list) else summary["0"]  # files from before RTTs were measured
+    chosen = [Contender(row["key"], row["label"], (), row.get("unavailable")) for row in first]
+    md, text = write(doc, summarize_rtts(chosen, doc["runs"]))
     print(text)
     print(f"written: {md}, {md.with_suffix('.json')}, {md.with_suffix('.png')}")
     return 0
@@ -99,6 +106,27 @@ def main(argv: list[str] | None = None) -> int:
         help=f"the benchmark's own cluster (default {local.DEFAULT_STATE_DIR}, with -<release> for another)",
     )
     parser.add_argument("--only", nargs="*", help="contender keys to run (default: all)")
+    parser.add_argument(
+        "--phases", nargs="*", choices=PHASES, help="measures to run (default: all of P1 to P4)"
+    )
+    parser.add_argument(
+        "--p1-jobs", type=int, help="jobs per P1 run of the fast contenders (default: the mode's)"
+    )
+    parser.add_argument("--p2-items", type=int, help="items per P2 run (default: the mode's)")
+    parser.add_argument("--p3-samples", type=int, help="latency samples per P3 run (default: the mode's)")
+    parser.add_argument(
+        "--futures", type=int, help="memory: map this many held items and trace their futures (default: not)"
+    )
+    parser.add_argument(
+        "--results-name", default="", metavar="NAME", help="write results/NAME-<date>.* (default: <date>.*)"
+    )
+    parser.add_argument(
+        "--rtt",
+        type=parse_rtts,
+        default=[0],
+        metavar="MS[,MS...]",
+        help="round-trip times to measure the SSH contenders at, in ms (default 0: loopback only)",
+    )
     parser.add_argument("--stop", action="store_true", help="stop the benchmark's cluster at the end")
     parser.add_argument(
         "--report-only", type=Path, metavar="JSON", help="write the report again from a results file"
@@ -108,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         return report_again(args.report_only)
     mode = args.mode or QUICK
     state_dir = args.state_dir or local.state_dir_for(args.slurm)
+    overrides = {
+        "p1_jobs": args.p1_jobs,
+        "p2_items": args.p2_items,
+        "p3_samples": args.p3_samples,
+        "futures": args.futures,
+    }
+    mode = attrs.evolve(mode, **{k: v for k, v in overrides.items() if v})
     started = time.perf_counter()
     cluster = local.start(state_dir, args.slurm)
     client, jobs = f"{sys.version_info.major}.{sys.version_info.minor}", job_python_minor(cluster)
@@ -122,19 +157,22 @@ def main(argv: list[str] | None = None) -> int:
         envs = prepare(cluster, scratch, args.slurm)
         setup = time.perf_counter() - started
         print(f"cluster and environments ready in {setup:.0f} s", flush=True)
-        ctx = Context(cluster, envs, mode)
         chosen = [
             attrs.evolve(c, unavailable=envs.unavailable.get(c.key))
             for c in contenders(cluster, mode)
             if not args.only or c.key in args.only
         ]
         netem = probe()
-        load_before, source_before = os.getloadavg(), state()
-        runs = run_all(ctx, chosen, lambda line: print(line, flush=True))
-        load_after, source_after = os.getloadavg(), state()
-        rows = summarize(chosen, runs)
+        rtts = sorted(set(args.rtt) | {0})
+        with endpoints(cluster, rtts, scratch) as where:
+            ctx = Context(cluster, envs, mode, where[0])
+            load_before, source_before = os.getloadavg(), state()
+            runs = run_all(ctx, chosen, where, lambda line: print(line, flush=True), args.phases or PHASES)
+            load_after, source_after = os.getloadavg(), state()
+        tables = summarize_rtts(chosen, runs)
         doc: dict[str, Any] = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "name": args.results_name,
             "command": "python -m benchmarks.compare " + " ".join(argv if argv is not None else sys.argv[1:]),
             "seconds": time.perf_counter() - started,
             "setup_seconds": setup,
@@ -146,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
             "source": {"start": source_before, "end": source_after},
             "max_connections": SLURMBATCH_MAX_CONNECTIONS,
             "netem": netem,
+            "rtts_ms": rtts,
             "contenders": [{"key": c.key, "label": c.label, "unavailable": c.unavailable} for c in chosen],
             "runs": runs,
         }
-        md, text = write(doc, rows)
+        md, text = write(doc, tables)
         print("\n" + text)
         print(f"written: {md}, {md.with_suffix('.json')}, {md.with_suffix('.png')}")
     finally:

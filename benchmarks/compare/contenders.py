@@ -19,6 +19,7 @@ import attrs
 from slurmbatch.testing import ClusterSettings
 
 from .cluster import workdir
+from .endpoints import Endpoint
 from .environments import Environments, isolated_covalent, login_node
 from .modes import Mode
 
@@ -42,6 +43,7 @@ class Contender:
     label: str
     tasks: tuple[Task, ...]
     unavailable: str | None = None  # why it cannot run on this cluster: it is reported, not run
+    over_ssh: bool = False  # it reaches the login node over SSH: it runs at every RTT, not only at 0
 
 
 @attrs.frozen
@@ -49,6 +51,7 @@ class Context:
     cluster: ClusterSettings
     envs: Environments
     mode: Mode
+    endpoint: Endpoint  # where the SSH contenders connect: the sshd itself, or a proxy adding RTT
 
 
 def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
@@ -85,6 +88,7 @@ def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
                 Task("p1", "ssh_per_job", {"measure": "p1", "n": m.p1_slow_jobs}, held=True),
                 Task("p3", "ssh_per_job", {"measure": "p3", "samples": m.p3_samples, **_wd(cluster, "ssh")}),
             ),
+            over_ssh=True,
         ),
         Contender(
             "csp",
@@ -98,6 +102,7 @@ def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
                 ),
                 Task("p3", "csp_driver", {"measure": "p3", "samples": m.p3_samples, **_wd(cluster, "csp")}),
             ),
+            over_ssh=True,
         ),
         Contender(
             "submitit-submit",
@@ -139,6 +144,7 @@ def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
                 Task("p3", "slurmbatch_driver", {"measure": "p3", "samples": m.p3_samples, **sb}),
                 Task("p4", "slurmbatch_driver", {"measure": "p4", "n": m.p4_jobs, "via": "submit", **sb}),
             ),
+            over_ssh=True,
         ),
         Contender(
             "slurmbatch-distinct",
@@ -151,6 +157,7 @@ def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
                     held=True,
                 ),
             ),
+            over_ssh=True,
         ),
         Contender(
             "slurmbatch-map",
@@ -158,7 +165,20 @@ def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
             (
                 Task("p2", "slurmbatch_driver", {"measure": "p2", "n": m.p2_items, **sb}, held=True),
                 Task("p4", "slurmbatch_driver", {"measure": "p4", "n": m.p4_jobs, "via": "map", **sb}),
+                *(
+                    [
+                        Task(
+                            "memory",
+                            "slurmbatch_driver",
+                            {"measure": "memory", "n": m.futures, **sb},
+                            held=True,
+                        )
+                    ]
+                    if m.futures
+                    else []
+                ),
             ),
+            over_ssh=True,
         ),
         Contender(
             "slurmbatch-covalent",
@@ -171,6 +191,7 @@ def contenders(cluster: ClusterSettings, mode: Mode) -> list[Contender]:
                     "p3", "sbcov_driver", {"measure": "p3", "samples": m.p3_samples, **_wd(cluster, "sbcov")}
                 ),
             ),
+            over_ssh=True,
         ),
     ]
 
@@ -181,15 +202,15 @@ def _wd(cluster: ClusterSettings, name: str) -> dict[str, str]:
 
 def invocation(ctx: Context, task: Task, run_id: str) -> tuple[list[str], dict[str, str] | None]:
     """The command line and environment of ``task``'s driver (``run_id`` names its scratch files)."""
-    cluster, envs = ctx.cluster, ctx.envs
+    cluster, envs, end = ctx.cluster, ctx.envs, ctx.endpoint
     params = {
-        "host": cluster.host,
-        "port": cluster.port,
+        "host": end.host,
+        "port": end.port,
         "user": cluster.user,
         "key_file": cluster.key_file,
-        "known_hosts": cluster.known_hosts,
-        "ssh_config": cluster.ssh_config,
-        "ssh_alias": cluster.ssh_alias,
+        "known_hosts": end.known_hosts,
+        "ssh_config": end.ssh_config,
+        "ssh_alias": end.ssh_alias,
         "python": cluster.python,
         **task.params,
     }
@@ -203,7 +224,7 @@ def invocation(ctx: Context, task: Task, run_id: str) -> tuple[list[str], dict[s
     if task.driver == "csp_driver":
         assert envs.csp_python is not None, "an unavailable contender is not run"
         params["bashrc"] = str(envs.csp_bashrc)
-        env = isolated_covalent(scratch, home=envs.csp_home)
+        env = isolated_covalent(scratch, home=end.csp_home)
         return [str(envs.csp_python), script, json.dumps(params)], env
     if task.driver == "sbcov_driver":
         params["results_dir"] = str(scratch / "results")

@@ -5,8 +5,8 @@
 - covalent-slurm-plugin: a client venv of this interpreter with covalent 0.240 and the plugin 0.18 (it
   registers the same executor name as slurmbatch_covalent, so it needs its own environment), plus its
   job side (covalent and cloudpickle at the client's versions, and a no-op ``conda``), as
-  :func:`benchmarks.covalent_workflow.csp_job_side` makes it; and a home whose ``~/.ssh/config`` gives
-  the sshd port (the plugin passes none to asyncssh).
+  :func:`benchmarks.covalent_workflow.csp_job_side` makes it (its home, whose ``~/.ssh/config`` gives
+  the port, is the endpoint's: see :mod:`benchmarks.compare.endpoints`).
 - covalent, whichever runs it, keeps every file in a scratch directory.
 
 On a Slurm release other than the host's, the login node and the jobs are that release's Debian root:
@@ -47,7 +47,6 @@ class Environments:
     submitit_python: Path | None
     csp_python: Path | None
     csp_bashrc: Path | None
-    csp_home: Path
     scratch: Path
     unavailable: dict[str, str]
 
@@ -106,12 +105,7 @@ def prepare(cluster: ClusterSettings, scratch: Path, release: str) -> Environmen
             f"covalent is not installed for this Python {sys.version_info.major}.{sys.version_info.minor}: "
             "install slurmbatch[covalent]",
         )
-    csp_home = scratch / "csp-home"
-    (csp_home / ".ssh").mkdir(parents=True, exist_ok=True)
-    (csp_home / ".ssh" / "config").write_text(f"Host {cluster.host}\n    Port {cluster.port}\n")
-    return Environments(
-        bench_dir, drivers, submitit_python, csp_python, csp_bashrc, csp_home, scratch, unavailable
-    )
+    return Environments(bench_dir, drivers, submitit_python, csp_python, csp_bashrc, scratch, unavailable)
 
 
 def login_node(cluster: ClusterSettings, argv: list[str]) -> list[str]:

@@ -16,6 +16,7 @@ class Mode:
     p4_jobs: int  # P4: jobs run to completion
     p4_plugin_jobs: int  # P4 for covalent-slurm-plugin: one SSH connection held per job
     timeout: float  # seconds one driver run may take before it counts as failed
+    futures: int = 0  # memory: held map items whose futures are traced (0: not measured)
     repeats: dict[str, int] = attrs.field(factory=dict)  # runs per contender and measure
 
     def runs(self, measure: str) -> int:

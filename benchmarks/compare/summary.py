@@ -98,4 +98,31 @@ def row(contender: Contender, runs: list[dict[str, Any]]) -> dict[str, Any]:
         "error": errors[0] if errors else first_job_error,
         "runs": len(runs),
         "unavailable": contender.unavailable,
+        "bytes_per_future": _median([r["result"]["bytes_per_future"] for r in _of(ok, "memory")]),
+        "memory_futures": next((r["result"]["jobs"] for r in _of(ok, "memory")), None),
+        "memory_seconds": _median([r["result"]["seconds"] for r in _of(ok, "memory")]),
+        "memory_peak_rss_mb": max((r["result"]["peak_rss_mb"] for r in _of(ok, "memory")), default=None),
     }
+
+
+def summarize_rtts(
+    contenders: list[Contender], runs: list[dict[str, Any]]
+) -> dict[int, list[dict[str, Any]]]:
+    """One table per RTT (runs of results files made before RTTs were measured count as 0 ms).
+
+    At an RTT above 0 only the contenders that connect over SSH ran again; the login-node references
+    (the limit, the floor, the raw array) are those of the same run at 0 ms, as they cross no network.
+    """
+    rtts = sorted({r.get("rtt_ms", 0) for r in runs} | {0})
+    references = (LIMIT, FLOOR, RAW)
+    tables: dict[int, list[dict[str, Any]]] = {}
+    for rtt in rtts:
+        at = [r for r in runs if r.get("rtt_ms", 0) == rtt]
+        if rtt == 0:
+            tables[rtt] = summarize(contenders, at)
+            continue
+        ran = {r["contender"] for r in at}
+        chosen = [c for c in contenders if c.key in references or c.key in ran]
+        base = [r for r in runs if r.get("rtt_ms", 0) == 0 and r["contender"] in references]
+        tables[rtt] = summarize(chosen, base + at)
+    return tables

@@ -1,7 +1,7 @@
 """Push completion: the result watcher on the login node, and the line stream it runs on.
 
 Against the real local cluster, under asyncio and trio. No timing is asserted beyond generous bounds:
-latency is measured by ``python -m benchmarks.latency``.
+latency is measured by ``python -m benchmarks.latency`` (the P3 selection of the compare harness).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from slurmbatch import JobCancelled, JobSpec, JobState, SlurmSession
 from slurmbatch._errors import ConnectError
 from slurmbatch._watcher import PROGRAM_NAME, watch_command
 from slurmbatch.testing import ClusterSettings
+from slurmbatch.testing.logins import SshdLogMark
 from slurmbatch.transport import SSHPool
 
 from .conftest import login_shell
@@ -114,6 +115,26 @@ async def test_results_arrive_without_scheduler_queries(
         assert poller.collections <= len(futures)
     # The first query plus the sdiag calls themselves; never one per job.
     assert job_info_rpcs(slurm_cluster) - rpcs_before <= 3
+
+
+async def test_a_few_results_and_outputs_are_read_without_an_sftp_session(
+    slurm_cluster: ClusterSettings, session_kwargs: dict[str, Any]
+) -> None:
+    # A new SFTP session costs several round trips before its first read: a lone result, or a job's
+    # output, comes back over one framed command. sshd logs each channel's session and what runs there.
+    async with SlurmSession("127.0.0.1", **session_kwargs) as session:
+        assert await (await session.submit(nap, (0.0, -1))) == -1  # uploads the runner and the function
+        await wait_watching(session)
+        mark = SshdLogMark.now(slurm_cluster.sshd_log)
+        for i in range(3):
+            with anyio.fail_after(60):
+                future = await session.submit(nap, (0.0, i))
+                assert await future == i
+                assert await future.stderr() == ""
+        assert session._poller.collections >= 3
+        log = mark.text()
+        assert log.count("Starting session: command") >= 6  # a submit and a read per job, at least
+        assert "Starting session: subsystem 'sftp'" not in log
 
 
 async def test_killed_watcher_is_restarted_and_nothing_is_missed(

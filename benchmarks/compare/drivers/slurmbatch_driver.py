@@ -2,14 +2,16 @@
 
 Measures: ``p1`` (``n`` concurrent held submits, one function and spec or ``distinct`` specs), ``p2``
 (``map`` over ``n`` held items, pickling and upload included), ``p3`` (one trivial call, submit then
-await) and ``p4`` (``n`` calls through concurrent ``submit`` or through ``map``, run, until every result
-is in). Opening the session (once per program) is not part of any measure.
+await), ``p4`` (``n`` calls through concurrent ``submit`` or through ``map``, run, until every result
+is in) and ``memory`` (``map`` over ``n`` held items: what stays allocated per pending future, traced). Opening the session (once per program) is not part of any measure.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
+import tracemalloc
 from typing import Any
 
 import anyio
@@ -104,9 +106,35 @@ async def p4(p: dict[str, Any]) -> dict[str, Any]:
     return {**meter.fields(n), "submit_seconds": acknowledged}
 
 
+async def memory(p: dict[str, Any]) -> dict[str, Any]:
+    async with session(p) as s:
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        meter = Meter()
+        futures = await s.map(trivial, range(p["n"]), spec=HELD)
+        meter.stop()
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        # What stays allocated per pending future: the futures, their tracking, their submit records.
+        grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+        arrays = len({f.job_id.split("_")[0] for f in futures})
+        s.detach()
+    return {**meter.fields(len(futures)), "bytes_per_future": grown / len(futures), "sbatch_calls": arrays}
+
+
 def under_anyio(fn: Any) -> Any:
     return lambda p: anyio.run(fn, p)
 
 
 if __name__ == "__main__":
-    run({"p1": under_anyio(p1), "p2": under_anyio(p2), "p3": under_anyio(p3), "p4": under_anyio(p4)})
+    run(
+        {
+            "p1": under_anyio(p1),
+            "p2": under_anyio(p2),
+            "p3": under_anyio(p3),
+            "p4": under_anyio(p4),
+            "memory": under_anyio(memory),
+        }
+    )
