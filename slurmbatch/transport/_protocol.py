@@ -12,7 +12,7 @@ from typing import Protocol
 from .exec_files import ExecFileSession
 from .result import CommandResult
 from .settings import ConnectSettings
-from .sftp import SFTPClient
+from .sftp import SFTPClient, TransferCounter
 from .stats import PoolStats
 
 
@@ -35,6 +35,8 @@ class Transport(Protocol):
 
     startup_output: str
     sftp_unavailable: str | None
+    #: Bytes of file contents read and written, over SFTP or exec channels.
+    transfers: TransferCounter
 
     @property
     def settings(self) -> ConnectSettings: ...

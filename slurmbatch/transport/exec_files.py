@@ -59,6 +59,7 @@ class ExecFileSession:
                 f"echo 'cannot write '{quoted} >&2; exit 1; }}\n{encoded}{delimiter}"
             )
         await self._checked("\n".join(lines), "write", next(iter(files)))
+        self._pool.transfers.bytes_written += sum(len(data) for data in files.values())
 
     async def get(self, path: str) -> bytes:
         """Return the contents of the remote file ``path``.
@@ -104,6 +105,7 @@ class ExecFileSession:
                 found[wanted[index]] = base64.b64decode("".join(lines_of_file), validate=True)
             except binascii.Error as error:
                 raise OSError(errno.EIO, f"cannot read {wanted[index]}: garbled reply ({error})") from error
+        self._pool.transfers.bytes_read += sum(len(data) for data in found.values() if data is not None)
         return found
 
     async def listdir(self, path: str) -> list[str]:

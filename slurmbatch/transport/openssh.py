@@ -35,7 +35,7 @@ from .exec_files import ExecFileSession
 from .framing import ScriptFrame
 from .result import CommandResult
 from .settings import ConnectSettings
-from .sftp import SFTPClient
+from .sftp import SFTPClient, TransferCounter
 from .stats import PoolStats
 
 logger = logging.getLogger("slurmbatch")
@@ -115,6 +115,7 @@ class OpenSSHTransport:
         self._closed = False
         #: What the login shell's start-up files printed on standard output before a script, if anything.
         self.startup_output = ""
+        self.transfers = TransferCounter()
         #: Files always travel over exec channels here; this says so.
         self.sftp_unavailable: str | None = (
             "files travel over exec channels of the OpenSSH ControlMaster (it lends no SFTP session)"

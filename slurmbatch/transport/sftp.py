@@ -42,7 +42,7 @@ MAX_FILES_IN_FLIGHT = 32
 
 
 class TransferCounter:
-    """Bytes a pool's SFTP sessions read from and wrote to remote files (file contents only).
+    """Bytes a transport read from and wrote to remote files (file contents only, over SFTP or exec channels).
 
     One per pool: it tells what crossed the network for the session's files, e.g. that a value passed
     from job to job on the cluster never came to the client.
