@@ -1,7 +1,7 @@
 """The exceptions slurmbatch raises.
 
 Every error names what went wrong and what to do about it. Errors about a job carry its id, so a
-user can look it up with ``sacct`` or ``scontrol``.
+user can look it up with `sacct` or `scontrol`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class SlurmBatchError(Exception):
 class ConnectError(SlurmBatchError):
     """The login node could not be reached or refused us.
 
-    ``host`` is the host as given (or its ssh-config alias); ``cause`` the underlying error, if any.
+    `host` is the host as given (or its ssh-config alias); `cause` the underlying error, if any.
     """
 
     def __init__(self, message: str, *, host: str = "", cause: BaseException | None = None) -> None:
@@ -53,7 +53,7 @@ class IncompleteReply(ConnectionLost):
 
     Raised when the shell that ran it died or its channel closed early; never taken for a script that
     printed nothing. The session treats it as a lost connection: what is safe to run again runs again,
-    a submission is looked up first. ``stdout`` and ``stderr`` hold what did arrive.
+    a submission is looked up first. `stdout` and `stderr` hold what did arrive.
     """
 
     def __init__(self, message: str, *, stdout: str = "", stderr: str = "", host: str = "") -> None:
@@ -63,7 +63,7 @@ class IncompleteReply(ConnectionLost):
 
 
 class SubmissionError(SlurmBatchError):
-    """``sbatch`` refused the job; the message carries sbatch's own words."""
+    """`sbatch` refused the job; the message carries sbatch's own words."""
 
     def __init__(self, message: str, *, sbatch_stderr: str = "") -> None:
         super().__init__(message)
@@ -75,11 +75,11 @@ class PayloadError(SlurmBatchError, TypeError):
 
 
 class SessionClosedError(SlurmBatchError, RuntimeError):
-    """The session was used outside its ``async with`` block, or after it was closed."""
+    """The session was used outside its `async with` block, or after it was closed."""
 
 
 class JournalError(SlurmBatchError):
-    """The local journal file (the session's ``journal=``) cannot be created, opened or written."""
+    """The local journal file (the session's `journal=`) cannot be created, opened or written."""
 
 
 class RemoteEnvironmentError(SlurmBatchError):
@@ -89,7 +89,7 @@ class RemoteEnvironmentError(SlurmBatchError):
 class RemoteError(SlurmBatchError):
     """The function raised on the job side, and its exception type cannot be rebuilt here.
 
-    ``exc_type`` is the remote exception's qualified type name and ``remote_traceback`` its formatted
+    `exc_type` is the remote exception's qualified type name and `remote_traceback` its formatted
     traceback.
     """
 
@@ -109,8 +109,8 @@ class RemoteError(SlurmBatchError):
 class JobFailed(SlurmBatchError):
     """The job ended without a result.
 
-    ``state`` is Slurm's end state, ``exit_code`` the batch script's exit code (or ``None``), and
-    ``stderr_tail`` the last lines of the job's standard error.
+    `state` is Slurm's end state, `exit_code` the batch script's exit code (or `None`), and
+    `stderr_tail` the last lines of the job's standard error.
     """
 
     def __init__(
@@ -138,11 +138,11 @@ class JobFailed(SlurmBatchError):
 
 
 class JobTimeout(JobFailed):
-    """Slurm killed the job at its time limit (state TIMEOUT). Raise ``--time`` or split the work."""
+    """Slurm killed the job at its time limit (state TIMEOUT). Raise `--time` or split the work."""
 
 
 class JobOutOfMemory(JobFailed):
-    """Slurm killed the job for exceeding its memory (state OUT_OF_MEMORY). Raise ``--mem``."""
+    """Slurm killed the job for exceeding its memory (state OUT_OF_MEMORY). Raise `--mem`."""
 
 
 class JobCancelled(JobFailed):

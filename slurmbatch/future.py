@@ -20,17 +20,17 @@ _PENDING = object()
 class JobFuture(Generic[T]):
     """A submitted job: its Slurm id, its last known state, and eventually its result.
 
-    ``await future`` (or ``await future.result()``) waits for the job and returns the function's return
+    `await future` (or `await future.result()`) waits for the job and returns the function's return
     value, or raises what the function raised (the original exception type, with the remote traceback
-    attached), or a :class:`~slurmbatch.JobFailed` subclass when the job ended without a result.
+    attached), or a [`JobFailed`][slurmbatch.JobFailed] subclass when the job ended without a result.
 
     Cancelling the task that awaits a future cancels only the waiting: the job runs on, and the future
-    can be awaited again. Use :meth:`cancel` to cancel the job itself.
+    can be awaited again. Use `cancel` to cancel the job itself.
 
     A future never waits for a session that has ended: when the session stops following a job whose
     outcome it does not know (it was detached, the login node stayed unreachable past
-    ``reconnect_deadline``, or the job could not be cancelled within ``cancel_timeout``), the future
-    raises an error that says so and names ``reattach(<session id>)``, which collects the job later.
+    `reconnect_deadline`, or the job could not be cancelled within `cancel_timeout`), the future
+    raises an error that says so and names `reattach(<session id>)`, which collects the job later.
     """
 
     __slots__ = (
@@ -58,7 +58,7 @@ class JobFuture(Generic[T]):
         self._value: Any = _PENDING
         self._exception: BaseException | None = None
         self._state = JobState.PENDING
-        #: Slurm's job id: ``"123"``, or ``"123_4"`` for a task of an array job.
+        #: Slurm's job id: `"123"`, or `"123_4"` for a task of an array job.
         self.job_id = job_id
         #: The client-made token that names the job's remote files and its Slurm job name.
         self.token = token
@@ -96,9 +96,9 @@ class JobFuture(Generic[T]):
         return self._exception
 
     async def cancel(self) -> bool:
-        """Cancel the job with ``scancel``; return False if it had already finished.
+        """Cancel the job with `scancel`; return False if it had already finished.
 
-        The future then raises :class:`~slurmbatch.JobCancelled` (unless the job finished first).
+        The future then raises [`JobCancelled`][slurmbatch.JobCancelled] (unless the job finished first).
         """
         if self.done():
             return False
