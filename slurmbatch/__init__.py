@@ -1,13 +1,13 @@
 """slurmbatch: run Python functions as Slurm jobs over SSH, from plain code, asyncio or trio.
 
-::
+```python
+with SlurmExecutor("login.cluster.org", user="me") as executor:
+    print(executor.submit(simulate, 1.0, 2.0).result())
 
-    with SlurmExecutor("login.cluster.org", user="me") as executor:
-        print(executor.submit(simulate, 1.0, 2.0).result())
-
-    async with SlurmSession("login.cluster.org", user="me") as session:
-        future = await session.submit(simulate, (1.0, 2.0), JobSpec(options={"time": "00:10:00"}))
-        print(await future)
+async with SlurmSession("login.cluster.org", user="me") as session:
+    future = await session.submit(simulate, (1.0, 2.0), JobSpec(options={"time": "00:10:00"}))
+    print(await future)
+```
 """
 
 import warnings as _warnings

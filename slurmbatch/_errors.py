@@ -1,7 +1,7 @@
 """The exceptions slurmbatch raises.
 
 Every error names what went wrong and what to do about it. Errors about a job carry its id, so a
-user can look it up with ``sacct`` or ``scontrol``.
+user can look it up with `sacct` or `scontrol`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class SlurmBatchError(Exception):
 class ConnectError(SlurmBatchError):
     """The login node could not be reached or refused us.
 
-    ``host`` is the host as given (or its ssh-config alias); ``cause`` the underlying error, if any.
+    `host` is the host as given (or its ssh-config alias); `cause` the underlying error, if any.
     """
 
     def __init__(self, message: str, *, host: str = "", cause: BaseException | None = None) -> None:
@@ -54,7 +54,7 @@ class IncompleteReply(ConnectionLost):
 
     Raised when the shell that ran it died or its channel closed early; never taken for a script that
     printed nothing. The session treats it as a lost connection: what is safe to run again runs again,
-    a submission is looked up first. ``stdout`` and ``stderr`` hold what did arrive.
+    a submission is looked up first. `stdout` and `stderr` hold what did arrive.
     """
 
     def __init__(self, message: str, *, stdout: str = "", stderr: str = "", host: str = "") -> None:
@@ -64,7 +64,7 @@ class IncompleteReply(ConnectionLost):
 
 
 class SubmissionError(SlurmBatchError):
-    """``sbatch`` refused the job; the message carries sbatch's own words."""
+    """`sbatch` refused the job; the message carries sbatch's own words."""
 
     def __init__(self, message: str, *, sbatch_stderr: str = "") -> None:
         super().__init__(message)
@@ -76,10 +76,10 @@ class PayloadError(SlurmBatchError, TypeError):
 
 
 class DependencyFailed(SlurmBatchError):
-    """A job this one took as an argument (a :class:`JobFuture` among its arguments) failed or was
+    """A job this one took as an argument (a [`JobFuture`][slurmbatch.JobFuture] among its arguments) failed or was
     cancelled, so this one never ran: Slurm would never start it, and the session cancelled it.
 
-    ``upstream_job_id`` is the failed job's id and ``upstream_error`` what it failed with.
+    `upstream_job_id` is the failed job's id and `upstream_error` what it failed with.
     """
 
     def __init__(self, message: str, *, upstream_job_id: str, upstream_error: BaseException | None) -> None:
@@ -89,11 +89,11 @@ class DependencyFailed(SlurmBatchError):
 
 
 class SessionClosedError(SlurmBatchError, RuntimeError):
-    """The session was used outside its ``async with`` block, or after it was closed."""
+    """The session was used outside its `async with` block, or after it was closed."""
 
 
 class JournalError(SlurmBatchError):
-    """The local journal file (the session's ``journal=``) cannot be created, opened or written."""
+    """The local journal file (the session's `journal=`) cannot be created, opened or written."""
 
 
 class RemoteEnvironmentError(SlurmBatchError):
@@ -103,7 +103,7 @@ class RemoteEnvironmentError(SlurmBatchError):
 class RemoteError(SlurmBatchError):
     """The function raised on the job side, and its exception type cannot be rebuilt here.
 
-    ``exc_type`` is the remote exception's qualified type name and ``remote_traceback`` its formatted
+    `exc_type` is the remote exception's qualified type name and `remote_traceback` its formatted
     traceback.
     """
 
@@ -123,8 +123,8 @@ class RemoteError(SlurmBatchError):
 class JobFailed(SlurmBatchError):
     """The job ended without a result.
 
-    ``state`` is Slurm's end state, ``exit_code`` the batch script's exit code (or ``None``), and
-    ``stderr_tail`` the last lines of the job's standard error.
+    `state` is Slurm's end state, `exit_code` the batch script's exit code (or `None`), and
+    `stderr_tail` the last lines of the job's standard error.
     """
 
     def __init__(
@@ -152,11 +152,11 @@ class JobFailed(SlurmBatchError):
 
 
 class JobTimeout(JobFailed):
-    """Slurm killed the job at its time limit (state TIMEOUT). Raise ``--time`` or split the work."""
+    """Slurm killed the job at its time limit (state TIMEOUT). Raise `--time` or split the work."""
 
 
 class JobOutOfMemory(JobFailed):
-    """Slurm killed the job for exceeding its memory (state OUT_OF_MEMORY). Raise ``--mem``."""
+    """Slurm killed the job for exceeding its memory (state OUT_OF_MEMORY). Raise `--mem`."""
 
 
 class JobCancelled(JobFailed):

@@ -30,7 +30,7 @@ import attrs
 
 from ._errors import JournalError
 
-__all__ = ["Journal", "JournalEntry", "default_journal_path", "session_is_running"]
+__all__ = ["Journal", "JournalEntry", "default_journal_path", "job_columns", "session_is_running"]
 
 T = TypeVar("T")
 
@@ -45,11 +45,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT,
     source_file TEXT,
     state TEXT NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    submitted REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_session ON jobs (session, state);
 CREATE TABLE IF NOT EXISTS attempts (token TEXT NOT NULL, job_id TEXT NOT NULL, PRIMARY KEY (token, job_id));
 """
+# Columns added after the first release, with what fills them in a journal written before: (name, type,
+# backfill). A job still in state 'submitted' was last updated when sbatch answered, so that is its
+# submission time; for any other old row the time is not known and stays NULL.
+_ADDED_COLUMNS = [
+    ("submitted", "REAL", "UPDATE jobs SET submitted = updated WHERE state = 'submitted'"),
+]
 
 
 def default_journal_path() -> Path:
@@ -92,6 +99,7 @@ class Journal:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=10000")
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
             os.chmod(self.path, 0o600)
             self._lock = _hold_lock(self._lock_path(session))
         except (OSError, sqlite3.Error) as exc:
@@ -126,7 +134,8 @@ class Journal:
         """Record ``(token, fence, source_file)`` rows before their batch may run."""
         now = time.time()
         await self._write(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, NULL, ?, 'submitting', ?)",
+            "INSERT OR REPLACE INTO jobs (token, session, fence, job_id, source_file, state, updated) "
+            "VALUES (?, ?, ?, NULL, ?, 'submitting', ?)",
             [(token, self.session, fence, source, now) for token, fence, source in rows],
         )
 
@@ -135,8 +144,8 @@ class Journal:
         now = time.time()
         rows = list(rows)
         await self._write(
-            "UPDATE jobs SET job_id = ?, state = 'submitted', updated = ? WHERE token = ?",
-            [(job_id, now, token) for token, job_id in rows],
+            "UPDATE jobs SET job_id = ?, state = 'submitted', updated = ?, submitted = ? WHERE token = ?",
+            [(job_id, now, now, token) for token, job_id in rows],
         )
         # Every job id a call was given, in order: a retried call keeps its token and gets a new id.
         await self._write("INSERT OR IGNORE INTO attempts VALUES (?, ?)", [(t, j) for t, j in rows])
@@ -251,6 +260,29 @@ class Journal:
             f"The session journal {self.path} {what}: {exc}. Pass journal= a file path in a directory you "
             "can write to, or journal=False to run without a journal (then reattach() is not available)."
         )
+
+
+def job_columns(db: sqlite3.Connection) -> set[str]:
+    """The columns the ``jobs`` table of ``db`` has (a journal written by an older release lacks some)."""
+    return {str(row[1]) for row in db.execute("PRAGMA table_info(jobs)")}
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add the columns a journal written by an older release lacks, once, even with several processes
+    opening it at the same time (the check is repeated under the write lock)."""
+    if {name for name, _, _ in _ADDED_COLUMNS} <= job_columns(db):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        present = job_columns(db)
+        for name, kind, backfill in _ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+                db.execute(backfill)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def _lock_path(journal: Path, session: str) -> Path:

@@ -12,12 +12,12 @@ from pathlib import Path
 import attrs
 
 from ._errors import JournalError
-from ._journal import session_is_running
+from ._journal import job_columns, session_is_running
 
 __all__ = ["JournalRow", "find_job", "list_jobs", "session_row"]
 
 _SELECT = (
-    "SELECT s.id, s.host, s.workdir, s.opened, j.token, j.job_id, j.state, j.updated "
+    "SELECT s.id, s.host, s.workdir, s.opened, j.token, j.job_id, j.state, {submitted}, j.updated "
     "FROM jobs j JOIN sessions s ON s.id = j.session"
 )
 _UNCOLLECTED = ("submitting", "submitted")
@@ -28,8 +28,9 @@ class JournalRow:
     """One job as the journal records it, with its session's login node and work directory.
 
     ``state`` is ``submitting`` (its sbatch may not have run), ``submitted`` (not collected yet), or the
-    end state its future got (``COMPLETED``, ``FAILED``, ...) once collected. ``running`` tells whether
-    its session is open right now, in any process.
+    end state its future got (``COMPLETED``, ``FAILED``, ...) once collected. ``submitted`` is when sbatch
+    accepted it (seconds since the epoch), None while it is ``submitting`` or when a journal written by an
+    older release did not record it. ``running`` tells whether its session is open right now, in any process.
     """
 
     session: str
@@ -39,6 +40,7 @@ class JournalRow:
     token: str
     job_id: str | None
     state: str
+    submitted: float | None
     updated: float
     running: bool
 
@@ -63,18 +65,23 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _rows(path: Path, where: str, parameters: tuple[object, ...]) -> list[JournalRow]:
     db = _connect(path)
     try:
-        found = db.execute(f"{_SELECT} {where} ORDER BY s.opened, j.rowid", parameters).fetchall()
+        # Read-only, so an older journal is not migrated here: its jobs' submission times are unknown.
+        submitted = "j.submitted" if "submitted" in job_columns(db) else "NULL"
+        select = _SELECT.format(submitted=submitted)
+        found = db.execute(f"{select} {where} ORDER BY s.opened, j.rowid", parameters).fetchall()
     except sqlite3.Error as exc:
         raise JournalError(f"The journal {path} cannot be read: {exc}.") from exc
     finally:
         db.close()
     running: dict[str, bool] = {}
     rows = []
-    for session, host, workdir, opened, token, job_id, state, updated in found:
+    for session, host, workdir, opened, token, job_id, state, submitted_at, updated in found:
         if session not in running:
             running[session] = session_is_running(path, session)
         rows.append(
-            JournalRow(session, host, workdir, opened, token, job_id, state, updated, running[session])
+            JournalRow(
+                session, host, workdir, opened, token, job_id, state, submitted_at, updated, running[session]
+            )
         )
     return rows
 

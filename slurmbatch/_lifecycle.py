@@ -36,7 +36,7 @@ logger = logging.getLogger("slurmbatch")
 
 
 class SessionLifecycle:
-    """The part of :class:`~slurmbatch.SlurmSession` that opens and closes it (see its docstring)."""
+    """The part of [`SlurmSession`][slurmbatch.SlurmSession] that opens and closes it (see its docstring)."""
 
     settings: ConnectSettings
     id: str

@@ -1,8 +1,8 @@
 """What a SlurmSession does with the jobs it holds: wait for them, cancel them, read and release their files.
 
-These are the session's hooks for the layers built on it (:class:`~slurmbatch.SlurmExecutor`, progress
-bars): :meth:`SessionJobs.progress_event` to wait for many jobs at once without a task per job, and
-:meth:`SessionJobs.cancel_jobs` to cancel many jobs with one ``scancel``.
+These are the session's hooks for the layers built on it ([`SlurmExecutor`][slurmbatch.SlurmExecutor], progress
+bars): `SessionJobs.progress_event` to wait for many jobs at once without a task per job, and
+`SessionJobs.cancel_jobs` to cancel many jobs with one `scancel`.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ T = TypeVar("T")
 
 
 class SessionJobs(SessionLifecycle):
-    """The part of :class:`~slurmbatch.SlurmSession` that serves its jobs (see the module docstring)."""
+    """The part of [`SlurmSession`][slurmbatch.SlurmSession] that serves its jobs (see the module docstring)."""
 
     def progress_event(self) -> anyio.Event:
         """An event set the next time any job of the session finishes (a new event after each).
 
         For code that waits on many futures at once: take the event first, then look at the futures,
         then wait for the event, so that no job finishes unseen between the look and the wait. Once
-        the session has closed, the event is not set again. Raises :class:`SessionClosedError` before
+        the session has closed, the event is not set again. Raises [`SessionClosedError`][slurmbatch.SessionClosedError] before
         the session is open.
         """
         if self._state == "new":
@@ -40,7 +40,7 @@ class SessionJobs(SessionLifecycle):
         return self._poller.progress_event()
 
     async def as_completed(self, futures: Iterable[JobFuture[T]]) -> AsyncIterator[JobFuture[T]]:
-        """Yield ``futures`` as their jobs finish (whatever the outcome), first finished first."""
+        """Yield `futures` as their jobs finish (whatever the outcome), first finished first."""
         pending = list(futures)
         while pending:
             progress = self._poller.progress_event()
@@ -55,12 +55,12 @@ class SessionJobs(SessionLifecycle):
                 await progress.wait()
 
     async def cancel_jobs(self, futures: Iterable[JobFuture[Any]]) -> None:
-        """Cancel the unfinished jobs among ``futures``, pending or running, with one ``scancel``.
+        """Cancel the unfinished jobs among `futures`, pending or running, with one `scancel`.
 
-        Their futures then raise :class:`JobCancelled` (unless a job finished first); finished ones are
+        Their futures then raise [`JobCancelled`][slurmbatch.JobCancelled] (unless a job finished first); finished ones are
         left as they are. The scancel is shielded from the caller's cancellation, so that a cancel
-        once sent is not lost halfway. Raises :class:`SubmissionError` with scancel's own words if it
-        failed, and :class:`SessionClosedError` once the session is closed.
+        once sent is not lost halfway. Raises [`SubmissionError`][slurmbatch.SubmissionError] with scancel's own words if it
+        failed, and [`SessionClosedError`][slurmbatch.SessionClosedError] once the session is closed.
         """
         self._require_open(allow_closing=True)
         await self._jobs.cancel(list(futures))
@@ -79,7 +79,7 @@ class SessionJobs(SessionLifecycle):
         return await retry_lost(read, deadline=self._reconnect_deadline, what="reading the output of jobs")
 
     async def _fetch_value(self, future: JobFuture[Any], remote: RemoteValue) -> Any:
-        """The value of ``future`` that stayed on the cluster (it was passed to other jobs)."""
+        """The value of `future` that stayed on the cluster (it was passed to other jobs)."""
         if self._state not in ("open", "closing"):
             raise SessionClosedError(
                 f"The value of job {future.job_id} stayed on the cluster, because it was passed to other jobs, "
@@ -96,10 +96,10 @@ class SessionJobs(SessionLifecycle):
     def release(self, futures: Iterable[JobFuture[Any]]) -> None:
         """Let the remote files of these finished jobs go now, instead of when the session ends.
 
-        With ``cleanup=True`` they are removed shortly after, in the background, together with those of
-        other released jobs (one command for many); their ``stdout()`` and ``stderr()`` can no longer be
+        With `cleanup=True` they are removed shortly after, in the background, together with those of
+        other released jobs (one command for many); their `stdout()` and `stderr()` can no longer be
         read. Long-lived sessions call it once they are done with a job, so that the remote work
-        directory does not grow. Raises :class:`ValueError` for a job that has not finished.
+        directory does not grow. Raises `ValueError` for a job that has not finished.
         """
         self._require_open(allow_closing=True)
         futures = list(futures)

@@ -1,4 +1,4 @@
-"""SyncJobFuture: a ``concurrent.futures.Future`` for one Slurm job of a :class:`SlurmExecutor`."""
+"""SyncJobFuture: a `concurrent.futures.Future` for one Slurm job of a [`SlurmExecutor`][slurmbatch.SlurmExecutor]."""
 
 from __future__ import annotations
 
@@ -23,23 +23,23 @@ T = TypeVar("T")
 
 
 class SyncJobFuture(concurrent.futures.Future[T]):
-    """The future of one job submitted through a :class:`~slurmbatch.SlurmExecutor`.
+    """The future of one job submitted through a [`SlurmExecutor`][slurmbatch.SlurmExecutor].
 
-    It is a ``concurrent.futures.Future``: ``result(timeout)``, ``exception(timeout)``, ``done()``,
-    ``add_done_callback`` and ``concurrent.futures.wait``/``as_completed`` behave as with the standard
-    library's executors. ``result()`` returns the function's value, or raises what it raised on the
+    It is a `concurrent.futures.Future`: `result(timeout)`, `exception(timeout)`, `done()`,
+    `add_done_callback` and `concurrent.futures.wait`/`as_completed` behave as with the standard
+    library's executors. `result()` returns the function's value, or raises what it raised on the
     cluster (its own type, with the remote traceback attached), or the job's end state
-    (:class:`~slurmbatch.JobTimeout`, :class:`~slurmbatch.JobOutOfMemory`, ...), or the
-    :class:`~slurmbatch.SubmissionError`/:class:`~slurmbatch.PayloadError` that kept it from being
+    ([`JobTimeout`][slurmbatch.JobTimeout], [`JobOutOfMemory`][slurmbatch.JobOutOfMemory], ...), or the
+    [`SubmissionError`][slurmbatch.SubmissionError]/[`PayloadError`][slurmbatch.PayloadError] that kept it from being
     submitted.
 
-    The future exists before sbatch has answered: :attr:`job_id` is ``None`` until the job is accepted
-    (usually milliseconds later); :meth:`wait_accepted` waits for it.
+    The future exists before sbatch has answered: `job_id` is `None` until the job is accepted
+    (usually milliseconds later); `wait_accepted` waits for it.
 
-    :meth:`cancel` differs from the standard library on purpose: a job that is already pending or
-    running in Slurm is cancelled too (``scancel``), because remote work must be stoppable. It returns
-    ``True`` unless the job had finished, and the future then raises
-    ``concurrent.futures.CancelledError``.
+    `cancel` differs from the standard library on purpose: a job that is already pending or
+    running in Slurm is cancelled too (`scancel`), because remote work must be stoppable. It returns
+    `True` unless the job had finished, and the future then raises
+    `concurrent.futures.CancelledError`.
 
     Done callbacks run in a thread of the executor (never on its event loop), or at once in the calling
     thread when the future is already done, as the standard library documents.
@@ -59,7 +59,7 @@ class SyncJobFuture(concurrent.futures.Future[T]):
 
     @property
     def _condition(self) -> threading.Condition:  # type: ignore[override]
-        """The future's Condition, as the standard library's methods and ``wait()`` use it."""
+        """The future's Condition, as the standard library's methods and `wait()` use it."""
         condition: threading.Condition | None = self.__dict__.get("_lazy_condition")
         if condition is None:
             # setdefault is atomic: of two threads racing here, both get the same Condition.
@@ -71,13 +71,13 @@ class SyncJobFuture(concurrent.futures.Future[T]):
 
     @property
     def job_id(self) -> str | None:
-        """Slurm's job id (``"123"``, or ``"123_4"`` for an array task); ``None`` until sbatch accepted it."""
+        """Slurm's job id (`"123"`, or `"123_4"` for an array task); `None` until sbatch accepted it."""
         job = self._job
         return None if job is None else job.job_id
 
     @property
     def state(self) -> JobState:
-        """The job's last known Slurm state (``PENDING`` until it is accepted, ``CANCELLED`` once cancelled)."""
+        """The job's last known Slurm state (`PENDING` until it is accepted, `CANCELLED` once cancelled)."""
         if self.cancelled():
             return JobState.CANCELLED
         job = self._job
@@ -90,8 +90,8 @@ class SyncJobFuture(concurrent.futures.Future[T]):
     def wait_accepted(self, timeout: float | None = None) -> str:
         """Wait until sbatch accepted the job and return its id.
 
-        Raises what kept it from being submitted (e.g. :class:`~slurmbatch.SubmissionError`),
-        ``concurrent.futures.CancelledError`` if it was cancelled first, or ``TimeoutError``.
+        Raises what kept it from being submitted (e.g. [`SubmissionError`][slurmbatch.SubmissionError]),
+        `concurrent.futures.CancelledError` if it was cancelled first, or `TimeoutError`.
         """
         return self._loop.wait_accepted(self, timeout)
 
@@ -104,7 +104,7 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         return self._loop.read_output(self, "stderr", timeout)
 
     def cancel(self) -> bool:
-        """Cancel the job, pending or running (``scancel``); return False if it had already finished."""
+        """Cancel the job, pending or running (`scancel`); return False if it had already finished."""
         # Callbacks run inside super().cancel(): this lock is reentrant for one that cancels again.
         # Made on the first cancel (atomically: setdefault), as most futures are never cancelled.
         with self.__dict__.setdefault("_cancelling", threading.RLock()):
@@ -123,12 +123,12 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         return True
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
-        """Call ``fn(future)`` once the future is done (at once, in this thread, if it is already)."""
+        """Call `fn(future)` once the future is done (at once, in this thread, if it is already)."""
         super().add_done_callback(self._loop.callback_runner(fn))
 
     # -- called by the executor's loop ------------------------------------------------------
     def _cancel_seen(self) -> bool:
-        """Whether :meth:`cancel` has marked the future, read without taking its Condition.
+        """Whether `cancel` has marked the future, read without taking its Condition.
 
         A cancel that races with this read is still handled: cancel() marks the future before it
         looks for the job, and the loop gives the future its job before it reads this.

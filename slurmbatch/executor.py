@@ -1,4 +1,4 @@
-"""SlurmExecutor: the ``concurrent.futures`` face of slurmbatch, for scripts, notebooks and engines."""
+"""SlurmExecutor: the `concurrent.futures` face of slurmbatch, for scripts, notebooks and engines."""
 
 from __future__ import annotations
 
@@ -18,42 +18,42 @@ __all__ = ["SlurmExecutor"]
 
 T = TypeVar("T")
 
-#: The worker count engines read from an executor (Dask's ``scheduler=executor`` reads ``_max_workers``):
+#: The worker count engines read from an executor (Dask's `scheduler=executor` reads `_max_workers`):
 #: how many calls they keep in flight at once. Slurm queues the jobs, so it only bounds the engine.
 DEFAULT_MAX_WORKERS = 64
 
 
 class SlurmExecutor(concurrent.futures.Executor):
-    """Run Python functions as Slurm jobs through a ``concurrent.futures.Executor``.
+    """Run Python functions as Slurm jobs through a `concurrent.futures.Executor`.
 
-    ::
+    ```python
+    with SlurmExecutor("login.cluster.org", user="me", spec=JobSpec(options={"time": "00:10:00"})) as ex:
+        future = ex.submit(simulate, 3.0, 4.0)
+        print(future.result())
+        print(list(ex.map(simulate, range(10), range(10))))
+    ```
 
-        with SlurmExecutor("login.cluster.org", user="me", spec=JobSpec(options={"time": "00:10:00"})) as ex:
-            future = ex.submit(simulate, 3.0, 4.0)
-            print(future.result())
-            print(list(ex.map(simulate, range(10), range(10))))
-
-    It takes every :class:`SlurmSession` option, and opens one session (it raises
-    :class:`ConnectError` and friends here, like the session's ``async with``). The session lives on a
+    It takes every [`SlurmSession`][slurmbatch.SlurmSession] option, and opens one session (it raises
+    [`ConnectError`][slurmbatch.ConnectError] and friends here, like the session's `async with`). The session lives on a
     private event loop in a background thread, so the executor works from any thread, including one
     where an event loop is already running (a Jupyter cell, sync code called from an asyncio app,
-    ``loop.run_in_executor(executor, fn, x)``). Everything of the session is kept: one bounded SSH pool,
+    `loop.run_in_executor(executor, fn, x)`). Everything of the session is kept: one bounded SSH pool,
     calls that arrive together (from any number of threads) coalesced into job arrays and one round
     trip, the result watcher, exactly-once submission and the journal.
 
-    Leaving the ``with`` block waits for the jobs, as ``shutdown(wait=True)``; leaving it through an
-    exception cancels every unfinished job (one ``scancel``). An executor that is garbage-collected
+    Leaving the `with` block waits for the jobs, as `shutdown(wait=True)`; leaving it through an
+    exception cancels every unfinished job (one `scancel`). An executor that is garbage-collected
     closes its session once its jobs have ended; one still open when the interpreter exits leaves its
-    live jobs to Slurm and to the journal, from which ``reattach`` collects them later, and does not
+    live jobs to Slurm and to the journal, from which `reattach` collects them later, and does not
     hold the exit up.
 
     Args:
-        host: The login node, as for :class:`SlurmSession`.
-        spec: The :class:`JobSpec` of every call (default ``JobSpec()``); :meth:`with_spec` gives
+        host: The login node, as for [`SlurmSession`][slurmbatch.SlurmSession].
+        spec: The [`JobSpec`][slurmbatch.JobSpec] of every call (default `JobSpec()`); `with_spec` gives
             another default on the same session.
-        max_workers: The number of calls engines keep in flight (see ``DEFAULT_MAX_WORKERS``).
-        **session_options: Every keyword argument of :class:`SlurmSession` (``user``, ``port``,
-            ``remote_workdir``, ``max_connections``, ``journal``, ...).
+        max_workers: The number of calls engines keep in flight (see `DEFAULT_MAX_WORKERS`).
+        **session_options: Every keyword argument of [`SlurmSession`][slurmbatch.SlurmSession] (`user`, `port`,
+            `remote_workdir`, `max_connections`, `journal`, ...).
     """
 
     def __init__(
@@ -92,11 +92,11 @@ class SlurmExecutor(concurrent.futures.Executor):
 
     @property
     def session_id(self) -> str:
-        """The session's name in the journal: pass it to :meth:`reattach` from a later executor."""
+        """The session's name in the journal: pass it to `reattach` from a later executor."""
         return self._loop.session_id
 
     def with_spec(self, spec: JobSpec) -> SlurmExecutor:
-        """An executor on the same session whose calls use ``spec`` by default.
+        """An executor on the same session whose calls use `spec` by default.
 
         Both share everything (connections, arrays, the journal): shutting either down shuts down the
         session of both.
@@ -106,12 +106,12 @@ class SlurmExecutor(concurrent.futures.Executor):
         return SlurmExecutor._view(self, spec)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> SyncJobFuture[T]:
-        """Submit ``fn(*args, **kwargs)`` as a Slurm job; return its future at once.
+        """Submit `fn(*args, **kwargs)` as a Slurm job; return its future at once.
 
-        The future's :attr:`~SyncJobFuture.job_id` is set once sbatch accepted the job, a moment later
-        (:meth:`~SyncJobFuture.wait_accepted` waits for it). A function or argument that cannot be
-        pickled, or a job sbatch refuses, fails the future with :class:`PayloadError` or
-        :class:`SubmissionError`. Raises :class:`SessionClosedError` after :meth:`shutdown`.
+        The future's `job_id` is set once sbatch accepted the job, a moment later
+        (`wait_accepted` waits for it). A function or argument that cannot be
+        pickled, or a job sbatch refuses, fails the future with [`PayloadError`][slurmbatch.PayloadError] or
+        [`SubmissionError`][slurmbatch.SubmissionError]. Raises [`SessionClosedError`][slurmbatch.SessionClosedError] after `shutdown`.
 
         A future of this executor among the arguments (also inside lists, tuples, dicts and sets) makes
         the job wait for that one on the cluster and take its value there; this call then waits until
@@ -129,12 +129,12 @@ class SlurmExecutor(concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[T]:
-        """Run ``fn`` once per item as job arrays; yield the results in order, like ``Executor.map``.
+        """Run `fn` once per item as job arrays; yield the results in order, like `Executor.map`.
 
-        Every call is submitted before this returns (one ``sbatch --array`` per MaxArraySize tasks).
-        ``timeout`` counts from this call: a result not there in time raises ``TimeoutError``. When the
-        iteration stops early (an exception, a ``break`` and the iterator's end), the jobs not finished
-        are cancelled, as the standard library does. ``chunksize`` is accepted for compatibility and
+        Every call is submitted before this returns (one `sbatch --array` per MaxArraySize tasks).
+        `timeout` counts from this call: a result not there in time raises `TimeoutError`. When the
+        iteration stops early (an exception, a `break` and the iterator's end), the jobs not finished
+        are cancelled, as the standard library does. `chunksize` is accepted for compatibility and
         unused: arrays already make one scheduler record for many calls.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -142,9 +142,9 @@ class SlurmExecutor(concurrent.futures.Executor):
         return _results_in_order(futures, deadline)
 
     def reattach(self, session_id: str | None = None) -> list[SyncJobFuture[Any]]:
-        """Futures of the jobs an earlier session or executor left uncollected (see ``SlurmSession.reattach``).
+        """Futures of the jobs an earlier session or executor left uncollected (see `SlurmSession.reattach`).
 
-        ``session_id`` is that executor's :attr:`session_id`; without it, every earlier session on the
+        `session_id` is that executor's `session_id`; without it, every earlier session on the
         same login node and work directory that left jobs behind.
         """
         return self._loop.reattach(session_id)
@@ -152,10 +152,10 @@ class SlurmExecutor(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop taking jobs and close the session.
 
-        With ``wait``, return once every job has ended and the session is closed; otherwise at once,
-        the session closing in the background when the jobs have ended. ``cancel_futures=True`` cancels
-        every unfinished job first, pending or running, with one ``scancel``; their futures raise
-        ``concurrent.futures.CancelledError``. Interrupted while waiting (Ctrl-C), it cancels the
+        With `wait`, return once every job has ended and the session is closed; otherwise at once,
+        the session closing in the background when the jobs have ended. `cancel_futures=True` cancels
+        every unfinished job first, pending or running, with one `scancel`; their futures raise
+        `concurrent.futures.CancelledError`. Interrupted while waiting (Ctrl-C), it cancels the
         unfinished jobs, waits for that, and re-raises.
         """
         self._loop.close("cancel" if cancel_futures else "wait", wait=wait)
@@ -181,7 +181,7 @@ def _results_in_order(futures: list[SyncJobFuture[T]], deadline: float | None) -
 
 
 class _Handles:
-    """The executors of one session (an executor and its ``with_spec`` views).
+    """The executors of one session (an executor and its `with_spec` views).
 
     When the last of them is garbage-collected without a shutdown, the session closes in the background
     once its jobs have ended; the loop thread never holds an executor, so that collection can happen.
@@ -206,7 +206,7 @@ class _Handles:
 
 
 def _wait_for_upstream_jobs(arguments: object) -> None:
-    """Wait until sbatch accepted the jobs of the executor futures in ``arguments`` (builtin containers)."""
+    """Wait until sbatch accepted the jobs of the executor futures in `arguments` (builtin containers)."""
     pending: list[object] = [arguments]
     while pending:
         item = pending.pop()

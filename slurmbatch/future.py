@@ -20,7 +20,7 @@ _PENDING = object()
 
 @attrs.frozen
 class RemoteValue:
-    """A job's return value still on the cluster: its file there (``path``) and size in bytes.
+    """A job's return value still on the cluster: its file there (`path`) and size in bytes.
 
     A future whose value was passed on to other jobs holds this in place of the value until it is
     awaited, so that a value that only travels from job to job never comes to the client.
@@ -33,18 +33,18 @@ class RemoteValue:
 class JobFuture(Generic[T]):
     """A submitted job: its Slurm id, its last known state, and eventually its result.
 
-    ``await future`` (or ``await future.result()``) waits for the job and returns the function's return
+    `await future` (or `await future.result()`) waits for the job and returns the function's return
     value (fetched from the cluster, inside the session's block, if the future was passed to other
     jobs and its value stayed there), or raises what the function raised (the original exception type, with the remote traceback
-    attached), or a :class:`~slurmbatch.JobFailed` subclass when the job ended without a result.
+    attached), or a [`JobFailed`][slurmbatch.JobFailed] subclass when the job ended without a result.
 
     Cancelling the task that awaits a future cancels only the waiting: the job runs on, and the future
-    can be awaited again. Use :meth:`cancel` to cancel the job itself.
+    can be awaited again. Use `cancel` to cancel the job itself.
 
     A future never waits for a session that has ended: when the session stops following a job whose
     outcome it does not know (it was detached, the login node stayed unreachable past
-    ``reconnect_deadline``, or the job could not be cancelled within ``cancel_timeout``), the future
-    raises an error that says so and names ``reattach(<session id>)``, which collects the job later.
+    `reconnect_deadline`, or the job could not be cancelled within `cancel_timeout`), the future
+    raises an error that says so and names `reattach(<session id>)`, which collects the job later.
     """
 
     __slots__ = (
@@ -76,7 +76,7 @@ class JobFuture(Generic[T]):
         self._value_file: str | None = None
         self._exception: BaseException | None = None
         self._state = JobState.PENDING
-        #: Slurm's job id: ``"123"``, or ``"123_4"`` for a task of an array job.
+        #: Slurm's job id: `"123"`, or `"123_4"` for a task of an array job.
         self.job_id = job_id
         #: The client-made token that names the job's remote files and its Slurm job name.
         self.token = token
@@ -92,10 +92,10 @@ class JobFuture(Generic[T]):
 
     @property
     def attempts(self) -> tuple[str, ...]:
-        """The Slurm job ids tried for this call, oldest first; the last is :attr:`job_id`.
+        """The Slurm job ids tried for this call, oldest first; the last is `job_id`.
 
         A job is submitted again (a new id, the same future) when it ended with an outcome its
-        ``JobSpec.retry_on`` names, at most ``JobSpec.retries`` times. A job Slurm requeued keeps its id.
+        `JobSpec.retry_on` names, at most `JobSpec.retries` times. A job Slurm requeued keeps its id.
         """
         return tuple(self._attempts)
 
@@ -127,9 +127,9 @@ class JobFuture(Generic[T]):
         return self._exception
 
     async def cancel(self) -> bool:
-        """Cancel the job with ``scancel``; return False if it had already finished.
+        """Cancel the job with `scancel`; return False if it had already finished.
 
-        The future then raises :class:`~slurmbatch.JobCancelled` (unless the job finished first).
+        The future then raises [`JobCancelled`][slurmbatch.JobCancelled] (unless the job finished first).
         """
         if self.done():
             return False
@@ -150,7 +150,7 @@ class JobFuture(Generic[T]):
             self._state = state
 
     def _retried(self, job_id: str) -> None:
-        """The call was submitted again, as job ``job_id``."""
+        """The call was submitted again, as job `job_id`."""
         self.job_id = job_id
         self._attempts.append(job_id)
         self._state = JobState.PENDING

@@ -1,6 +1,6 @@
 """Ready-made answers to keyboard-interactive logins: a terminal prompt, and TOTP codes from a secret.
 
-Pass either as ``SlurmSession(..., kbdint=...)`` (or ``SlurmExecutor``). Both are plain functions, so the
+Pass either as `SlurmSession(..., kbdint=...)` (or `SlurmExecutor`). Both are plain functions, so the
 session calls them in a worker thread: neither blocks the event loop.
 """
 
@@ -27,8 +27,8 @@ _TERMINAL = threading.Lock()  # two sessions of one program never prompt over ea
 def terminal_prompt(name: str, instructions: str, prompts: Sequence[KbdintPrompt]) -> list[str]:
     """Ask the person at the terminal: the site's headings on standard error, then each prompt.
 
-    Secret prompts (a password, a one-time code) are read with :func:`getpass.getpass`, so what is
-    typed is not shown; others with :func:`input`. Every reconnect asks again, so prefer an OpenSSH
+    Secret prompts (a password, a one-time code) are read with `getpass.getpass`, so what is
+    typed is not shown; others with `input`. Every reconnect asks again, so prefer an OpenSSH
     ControlMaster or `totp_answers` for long sessions. The answers are returned and not kept.
     """
     with _TERMINAL:
@@ -39,14 +39,14 @@ def terminal_prompt(name: str, instructions: str, prompts: Sequence[KbdintPrompt
 
 
 def totp(secret: str, *, at: float | None = None, digits: int = 6, period: int = 30) -> str:
-    """The RFC 6238 time-based one-time code of ``secret`` (base32, as authenticator apps show it).
+    """The RFC 6238 time-based one-time code of `secret` (base32, as authenticator apps show it).
 
-    HMAC-SHA1 over the number of ``period``-second steps since the Unix epoch, truncated to ``digits``
-    decimal digits: what Google Authenticator, FreeOTP and ``oathtool --totp -b`` compute. ``at`` is the
+    HMAC-SHA1 over the number of `period`-second steps since the Unix epoch, truncated to `digits`
+    decimal digits: what Google Authenticator, FreeOTP and `oathtool --totp -b` compute. `at` is the
     Unix time to compute the code for (default: now).
 
     Raises:
-        ValueError: ``secret`` is not base32 text.
+        ValueError: `secret` is not base32 text.
     """
     key = _decode_secret(secret)
     step = int((time.time() if at is None else at) // period)
@@ -59,15 +59,15 @@ def totp(secret: str, *, at: float | None = None, digits: int = 6, period: int =
 def totp_answers(
     secret: str, *, password: str | None = None, digits: int = 6, period: int = 30
 ) -> KbdintHandler:
-    """A kbdint handler that answers one-time-code prompts with the current TOTP code of ``secret``.
+    """A kbdint handler that answers one-time-code prompts with the current TOTP code of `secret`.
 
-    Prompts that ask for a password (their text contains "password") get ``password``, when given;
+    Prompts that ask for a password (their text contains "password") get `password`, when given;
     every other prompt gets the code. Use it only where the site accepts a secret stored on this
     machine (it makes the second factor as strong as the file that holds the secret). The secret is
     checked now, so a typo fails here and not at the first login.
 
     Raises:
-        ValueError: ``secret`` is not base32 text.
+        ValueError: `secret` is not base32 text.
     """
     _decode_secret(secret)
 

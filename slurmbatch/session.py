@@ -42,87 +42,89 @@ __all__ = ["SlurmSession"]
 logger = logging.getLogger("slurmbatch")
 T = TypeVar("T")
 
-#: One call for :meth:`SlurmSession.submit_each`: ``(fn, args, kwargs or None, spec or None)``.
+#: One call for `SlurmSession.submit_each`: `(fn, args, kwargs or None, spec or None)`.
 Call = tuple[Callable[..., Any], Sequence[Any], Mapping[str, Any] | None, JobSpec | None]
 
 
 class SlurmSession(SessionJobs):
     """A connection to a Slurm login node over SSH, and the jobs submitted through it.
 
-    Use it as an async context manager; it works under asyncio and trio::
+    Use it as an async context manager; it works under asyncio and trio:
 
-        async with SlurmSession("login.cluster.org", user="me") as session:
-            future = await session.submit(simulate, (1.0, 2.0), JobSpec(options={"time": "00:10:00"}))
-            print(await future)
+    ```python
+    async with SlurmSession("login.cluster.org", user="me") as session:
+        future = await session.submit(simulate, (1.0, 2.0), JobSpec(options={"time": "00:10:00"}))
+        print(await future)
+    ```
 
-    Every job of the session shares one bounded pool of SSH connections (at most ``max_connections``,
-    each with at most ``max_channels`` open channels), and one status loop that asks the scheduler about
+    Every job of the session shares one bounded pool of SSH connections (at most `max_connections`,
+    each with at most `max_channels` open channels), and one status loop that asks the scheduler about
     all of them in one query per interval.
 
     Leaving the block normally waits until every job submitted through the session has ended (their
     futures stay readable afterwards). Leaving it through an exception or a cancellation cancels every
-    job that is still live, with one ``scancel``, shielded from that cancellation; submissions still
-    under way are waited for (up to ``cancel_timeout``) and their jobs cancelled with the rest. After
-    :meth:`detach`, jobs run on past the block instead.
+    job that is still live, with one `scancel`, shielded from that cancellation; submissions still
+    under way are waited for (up to `cancel_timeout`) and their jobs cancelled with the rest. After
+    `detach`, jobs run on past the block instead.
 
     Args:
-        host: The login node: a host name, an address, or a ``Host`` alias from the ssh config.
+        host: The login node: a host name, an address, or a `Host` alias from the ssh config.
         user: Login name; default from the ssh config, else the local user.
         port: SSH port; default from the ssh config, else 22.
-        key_file: A private key file (or several); default: ssh-agent keys and the usual ``~/.ssh`` keys.
+        key_file: A private key file (or several); default: ssh-agent keys and the usual `~/.ssh` keys.
         cert_file: An OpenSSH certificate for the key (sites that sign short-lived user certificates).
         passphrase: Passphrase of an encrypted key file.
         known_hosts: The known_hosts file that host keys are checked against; default the ssh config's
-            ``UserKnownHostsFile``, else ``~/.ssh/known_hosts``.
-        verify_host_key: ``False`` accepts any host key: an explicit opt-out that exposes the session to
+            `UserKnownHostsFile`, else `~/.ssh/known_hosts`.
+        verify_host_key: `False` accepts any host key: an explicit opt-out that exposes the session to
             man-in-the-middle attacks.
         ssh_config: OpenSSH client config files to honour (HostName, Port, User, IdentityFile,
-            ProxyJump); default ``~/.ssh/config``. ``()`` reads none.
+            ProxyJump); default `~/.ssh/config`. `()` reads none.
         remote_workdir: Where jobs keep their files on the cluster (made private to you); relative paths
             are taken from your home directory. It must be visible from the compute nodes.
         python: The Python interpreter jobs run; it needs this client's minor version and cloudpickle.
-        check_remote_python: Check ``python`` on the login node when the session opens. Turn it off when
-            the interpreter only exists on compute nodes (e.g. after ``JobSpec.setup``).
+        check_remote_python: Check `python` on the login node when the session opens. Turn it off when
+            the interpreter only exists on compute nodes (e.g. after `JobSpec.setup`).
         max_connections: Most SSH connections the session opens at once.
         max_channels: Most channels open at once per connection; must stay below the server's
-            ``MaxSessions`` (OpenSSH's default is 10).
+            `MaxSessions` (OpenSSH's default is 10).
         status_interval: Shortest and longest seconds between scheduler queries (the interval grows
             while nothing changes).
         cleanup: Remove the remote files of finished jobs when the session ends, and those passed to
-            :meth:`release` soon after.
+            `release` soon after.
         slurm_setup: Shell lines run on the login node before its Slurm commands (sbatch, squeue, sacct,
-            scancel), for sites where they need e.g. ``module load slurm``. Jobs do not run them: use
-            ``JobSpec.setup`` for that.
+            scancel), for sites where they need e.g. `module load slurm`. Jobs do not run them: use
+            `JobSpec.setup` for that.
         rpc_budget: A client-side limit on the RPCs sent to slurmctld (sbatch, squeue/sacct, scancel),
-            e.g. ``RpcBudget(burst=30, rate=2.0)``, Slurm's own rate limiter's defaults. Default: none.
-        default_spec: The :class:`JobSpec` used when ``submit``/``map`` get none.
+            e.g. `RpcBudget(burst=30, rate=2.0)`, Slurm's own rate limiter's defaults. Default: none.
+        default_spec: The [`JobSpec`][slurmbatch.JobSpec] used when `submit`/`map` get none.
         connect_timeout: Seconds one SSH connection attempt may take.
         max_argument_bytes: The largest pickled argument (or function) a call may send; a larger one is
-            refused with a :class:`PayloadError` before anything is uploaded. ``None``: no limit.
+            refused with a [`PayloadError`][slurmbatch.PayloadError] before anything is uploaded. `None`: no limit.
         journal: The local journal file that records each job before and after it is submitted, so that
-            another process can :meth:`reattach` to jobs this one did not collect. ``True`` (default):
-            ``~/.cache/slurmbatch/journal.sqlite3``; ``False``: no journal.
+            another process can `reattach` to jobs this one did not collect. `True` (default):
+            `~/.cache/slurmbatch/journal.sqlite3`; `False`: no journal.
         reconnect_deadline: Seconds an outage may last: while the connection keeps dropping, it is
             opened again (with jittered backoff) and what was under way is resumed or, when safe, done
             again; a job already submitted is never submitted twice. Past it, the futures of the
-            session's jobs fail with a :class:`ConnectError` that says why: the jobs may still be
-            running, the journal keeps them and their remote files stay, for :meth:`reattach`.
+            session's jobs fail with a [`ConnectError`][slurmbatch.ConnectError] that says why: the jobs may still be
+            running, the journal keeps them and their remote files stay, for `reattach`.
         cancel_timeout: Seconds the block's exit may spend on each of: waiting for submissions still
             under way, and cancelling live jobs. Jobs it could not cancel in time are named (in the log
             and in their futures' errors), never silently left behind.
         kbdint: Answers the login node's keyboard-interactive prompts (multi-factor sites: a one-time
-            code, a password): ``kbdint(name, instructions, prompts) -> answers``, one answer per
-            ``(text, echo)`` prompt, a plain function (run in a worker thread) or a coroutine function
+            code, a password): `kbdint(name, instructions, prompts) -> answers`, one answer per
+            `(text, echo)` prompt, a plain function (run in a worker thread) or a coroutine function
             (run on this event loop). It is called at every login, reconnects included, never twice at
-            once: :func:`totp_answers` (a TOTP secret) and :func:`terminal_prompt` are ready-made. A
-            login the site refuses raises :class:`ConnectError` saying so. Keep ``connect_timeout``
+            once: `totp_answers` (a TOTP secret) and `terminal_prompt` are ready-made. A
+            login the site refuses raises [`ConnectError`][slurmbatch.ConnectError] saying so. Keep `connect_timeout`
             longer than a person needs to type a code.
-        transport: ``"openssh"`` runs every command over your running OpenSSH ControlMaster (``ssh -S
+        transport: `"openssh"` runs every command over your running OpenSSH ControlMaster (``ssh -S
             <ControlPath> host cmd``): no login, key or code of the session's own; files then travel
-            over exec channels, at most ``max_channels`` commands at once. ``"asyncssh"`` always opens
-            connections of its own. ``"auto"`` (default) takes the master when the ssh config names a
-            ``ControlPath`` for ``host`` and a master answers there. A master that is gone (and does not
-            come back within ``reconnect_deadline``) raises :class:`ConnectError` saying to run ``ssh
+            over exec channels, at most `max_channels` commands at once. `"asyncssh"` always opens
+            connections of its own. `"auto"` (default) takes the master when the ssh config names a
+            `ControlPath` for `host` and a master answers there. A master that is gone (and does not
+            come back within `reconnect_deadline`) raises [`ConnectError`][slurmbatch.ConnectError] saying to run ``ssh
             host`` in a terminal.
         control_path: The master's socket, when the ssh config does not name it.
     """
@@ -192,7 +194,7 @@ class SlurmSession(SessionJobs):
         self._journal_path = default_journal_path() if journal is True else (journal or None)
         self._max_argument_bytes = checked_max_argument_bytes(max_argument_bytes)
         self._journal: Journal | None = None
-        #: This session's name in the journal: pass it to :meth:`reattach` from another process.
+        #: This session's name in the journal: pass it to `reattach` from another process.
         self.id = new_token().replace("sb-", "session-", 1)
         self._cleanup = cleanup
         self._default_spec = default_spec or JobSpec()
@@ -210,7 +212,7 @@ class SlurmSession(SessionJobs):
         # Jobs that take other jobs' values (futures among their arguments).
         self._deps = Dependencies(self)
         self.max_array_size = 1001
-        #: What the session learnt about the cluster when it opened (:class:`ClusterInfo`): the Slurm
+        #: What the session learnt about the cluster when it opened ([`ClusterInfo`][slurmbatch.ClusterInfo]): the Slurm
         #: version, whether accounting answers, MaxArraySize, MinJobAge. An untested release is a
         #: warning in the log, not a failure.
         self.cluster_info = ClusterInfo()
@@ -220,12 +222,12 @@ class SlurmSession(SessionJobs):
         return self
 
     def detach(self) -> list[str]:
-        """Let the jobs run on after the ``async with`` block; return the ids of those still live.
+        """Let the jobs run on after the `async with` block; return the ids of those still live.
 
         Their results stay in the remote work directory, and the journal keeps them: a later session
-        (in this process or another) collects them with ``await session.reattach(<this session's id>)``.
+        (in this process or another) collects them with `await session.reattach(<this session's id>)`.
         Until the block ends their futures resolve as usual; awaited after it, a future of a job that
-        had not finished raises :class:`SessionClosedError` saying it was detached.
+        had not finished raises [`SessionClosedError`][slurmbatch.SessionClosedError] saying it was detached.
         """
         self._require_open()
         self._detached = True
@@ -234,14 +236,14 @@ class SlurmSession(SessionJobs):
     async def reattach(self, session_id: str | None = None) -> list[JobFuture[Any]]:
         """Take over the jobs an earlier session left uncollected; return a future for each.
 
-        ``session_id`` is that session's :attr:`id`; without it, every earlier session on the same login
+        `session_id` is that session's `id`; without it, every earlier session on the same login
         node and work directory that left jobs behind and is no longer open (it detached, crashed, or
         its process was killed); sessions still open, in this process or another, are skipped. The jobs
         are then followed and collected like this session's own. A job whose submission was cut short
         is looked up, never submitted again: if it never reached sbatch, its future fails with
-        :class:`SubmissionError`.
+        [`SubmissionError`][slurmbatch.SubmissionError].
 
-        Raises :class:`ValueError` if the session used another work directory, is still open, or the
+        Raises `ValueError` if the session used another work directory, is still open, or the
         journal is off.
         """
         self._require_open()
@@ -274,12 +276,12 @@ class SlurmSession(SessionJobs):
         *,
         kwargs: Mapping[str, Any] | None = None,
     ) -> JobFuture[T]:
-        """Submit ``fn(*args, **kwargs)`` as a Slurm job; return its future once sbatch accepted it.
+        """Submit `fn(*args, **kwargs)` as a Slurm job; return its future once sbatch accepted it.
 
-        Raises :class:`PayloadError` if the function or an argument cannot be pickled, and
-        :class:`SubmissionError` with sbatch's own message if sbatch refuses the job; nothing is
+        Raises [`PayloadError`][slurmbatch.PayloadError] if the function or an argument cannot be pickled, and
+        [`SubmissionError`][slurmbatch.SubmissionError] with sbatch's own message if sbatch refuses the job; nothing is
         submitted in either case. Concurrent calls are sent to the login node together. A call still
-        queued when the session ends raises :class:`SessionClosedError`.
+        queued when the session ends raises [`SessionClosedError`][slurmbatch.SessionClosedError].
         """
         self._require_open()
         request = self._request(fn, args, kwargs, spec)
@@ -294,13 +296,13 @@ class SlurmSession(SessionJobs):
     async def submit_each(self, calls: Iterable[Call]) -> list[JobFuture[Any] | BaseException]:
         """Submit independent calls together; return, in order, each one's future or what stopped it.
 
-        Each call is a tuple ``(fn, args, kwargs, spec)`` as :meth:`submit` takes them (``kwargs`` and
-        ``spec`` may be None). They reach the login node together, as concurrent :meth:`submit` calls
+        Each call is a tuple `(fn, args, kwargs, spec)` as `submit` takes them (`kwargs` and
+        `spec` may be None). They reach the login node together, as concurrent `submit` calls
         do: those sharing a function and a JobSpec become one job array, and one round trip carries
-        them. Unlike :meth:`map`, each call stands alone: one that cannot be pickled, or that sbatch
-        refuses, gets its :class:`PayloadError` or :class:`SubmissionError` (or ``TypeError`` for bad
+        them. Unlike `map`, each call stands alone: one that cannot be pickled, or that sbatch
+        refuses, gets its [`PayloadError`][slurmbatch.PayloadError] or [`SubmissionError`][slurmbatch.SubmissionError] (or `TypeError` for bad
         arguments) in its place, and the others are submitted. Returns once sbatch answered for all.
-        This is how :class:`SlurmExecutor` hands over the calls its threads made meanwhile.
+        This is how [`SlurmExecutor`][slurmbatch.SlurmExecutor] hands over the calls its threads made meanwhile.
         """
         self._require_open()
         prepared: list[SubmitRequest | BaseException] = []
@@ -353,16 +355,16 @@ class SlurmSession(SessionJobs):
         spec: JobSpec | None = None,
         progress: bool = False,
     ) -> list[JobFuture[T]]:
-        """Submit ``fn`` once per item, like the builtin ``map``; return the futures in order.
+        """Submit `fn` once per item, like the builtin `map`; return the futures in order.
 
-        The calls become job arrays (one ``sbatch --array`` per MaxArraySize tasks, throttled by
-        ``spec.array_parallelism``), with one packed argument file per array; each future resolves on its
-        own. All iterables must have the same length (a :class:`ValueError` says so otherwise).
-        ``progress=True`` shows a progress bar (needs ``rich``: an :class:`ImportError` says so before
+        The calls become job arrays (one `sbatch --array` per MaxArraySize tasks, throttled by
+        `spec.array_parallelism`), with one packed argument file per array; each future resolves on its
+        own. All iterables must have the same length (a `ValueError` says so otherwise).
+        `progress=True` shows a progress bar (needs `rich`: an `ImportError` says so before
         anything is submitted) until every call has finished.
 
         A map is submitted whole or not at all: if sbatch refuses one of its arrays, the arrays it had
-        already accepted are cancelled, and the :class:`SubmissionError` says so.
+        already accepted are cancelled, and the [`SubmissionError`][slurmbatch.SubmissionError] says so.
         """
         self._require_open()
         if progress:
@@ -423,7 +425,7 @@ class SlurmSession(SessionJobs):
         array: ArrayShape | None,
         dependency: str | None = None,
     ) -> str:
-        """The batch script of job ``token``: one call, or an array whose task ``i`` is call ``i``."""
+        """The batch script of job `token`: one call, or an array whose task `i` is call `i`."""
         return render_job_script(self._layout, self._python, spec, blob, token, array, dependency)
 
     def _on_submitted(self, request: SubmitRequest) -> None:

@@ -14,15 +14,15 @@ from ._errors import JobNodeFailure, JobPreempted
 __all__ = ["JobSpec", "OptionValue", "VariableValue"]
 
 OptionValue: TypeAlias = str | int | float | bool | Sequence[str | int | float] | None
-"""The value of one ``sbatch`` or ``srun`` option.
+"""The value of one `sbatch` or `srun` option.
 
-A string or number gives ``--key=value`` (``-k value`` for one-letter keys); ``True`` gives the bare flag
-(``--exclusive``); ``False`` and ``None`` leave the option out; a list or tuple gives its items joined with
-commas (``--gres=gpu:2,nvme``).
+A string or number gives `--key=value` (`-k value` for one-letter keys); `True` gives the bare flag
+(`--exclusive`); `False` and `None` leave the option out; a list or tuple gives its items joined with
+commas (`--gres=gpu:2,nvme`).
 """
 
 VariableValue: TypeAlias = str | int | float | bool
-"""The value of one exported environment variable; ``True``/``False`` export as ``1``/``0``."""
+"""The value of one exported environment variable; `True`/`False` export as `1`/`0`."""
 
 _V = TypeVar("_V")
 
@@ -34,7 +34,7 @@ class FrozenMapping(Mapping[str, _V]):
     """A read-only, hashable mapping that keeps the order its items were given in.
 
     Two instances are equal when they hold the same keys with values of the same type and value, in any
-    order: ``{"exclusive": True}`` and ``{"exclusive": 1}`` render differently, so they are not equal.
+    order: `{"exclusive": True}` and `{"exclusive": 1}` render differently, so they are not equal.
     """
 
     __slots__ = ("_identity", "_items")
@@ -76,7 +76,7 @@ class FrozenMapping(Mapping[str, _V]):
 
 
 def _typed(value: object) -> object:
-    """A hashable stand-in for *value* that tells ``1``, ``1.0`` and ``True`` apart."""
+    """A hashable stand-in for *value* that tells `1`, `1.0` and `True` apart."""
     if isinstance(value, (list, tuple)):
         return ("seq", tuple(_typed(item) for item in value))
     return (type(value).__name__, value)
@@ -210,7 +210,7 @@ def _check_optional_name(spec: JobSpec, attribute: attrs.Attribute[Any], value: 
 
 def interpreter_words(python: str, *, setting: str) -> list[str]:
     """The words of an interpreter setting (it may carry arguments), split as a shell would, or a
-    :class:`ValueError` that names ``setting`` and says how to write it."""
+    `ValueError` that names `setting` and says how to write it."""
     try:
         return shlex.split(python)
     except ValueError as exc:
@@ -298,54 +298,54 @@ _SIGNAL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 class JobSpec:
     """How to run a function as a Slurm job. Immutable and hashable; every field has a default.
 
-    The batch script is built in this order: ``#SBATCH`` lines from :attr:`options`, then :attr:`setup`,
-    the ``export`` lines for :attr:`variables`, ``conda activate`` for :attr:`conda_env`,
-    :attr:`prerun_commands`, the line that runs the function (inside ``srun`` when :attr:`use_srun`), and
-    :attr:`postrun_commands`. Shell lines are written into the script as given, one item per line, so
-    they may use pipes, ``$VARIABLES`` and quotes on purpose; option and variable values are quoted for
+    The batch script is built in this order: `#SBATCH` lines from `options`, then `setup`,
+    the `export` lines for `variables`, `conda activate` for `conda_env`,
+    `prerun_commands`, the line that runs the function (inside `srun` when `use_srun`), and
+    `postrun_commands`. Shell lines are written into the script as given, one item per line, so
+    they may use pipes, `$VARIABLES` and quotes on purpose; option and variable values are quoted for
     you.
 
     Attributes:
-        options: ``#SBATCH`` options, in the order given, e.g. ``{"time": "00:10:00", "mem": "4G",
+        options: `#SBATCH` options, in the order given, e.g. ``{"time": "00:10:00", "mem": "4G",
             "gres": ["gpu:1"], "exclusive": True}``. Keys are option names without dashes; one-letter keys
-            render as ``-k value``, longer ones as ``--key=value``. ``True`` is a bare flag, ``False`` and
-            ``None`` leave the option out, lists are joined with commas. The session adds ``job-name``,
-            ``output``, ``error`` and (for maps) ``array`` unless you set them here.
-        srun_options: options for ``srun``, with the same rules; only used with ``use_srun=True``.
-        srun_append: a command placed between ``srun`` and the Python call, e.g. a profiler
-            (``"nsys profile --stats=true"``); only used with ``use_srun=True``.
-        setup: shell lines run first, e.g. ``["module load python/3.11"]``.
+            render as `-k value`, longer ones as `--key=value`. `True` is a bare flag, `False` and
+            `None` leave the option out, lists are joined with commas. The session adds `job-name`,
+            `output`, `error` and (for maps) `array` unless you set them here.
+        srun_options: options for `srun`, with the same rules; only used with `use_srun=True`.
+        srun_append: a command placed between `srun` and the Python call, e.g. a profiler
+            (`"nsys profile --stats=true"`); only used with `use_srun=True`.
+        setup: shell lines run first, e.g. `["module load python/3.11"]`.
         prerun_commands: shell lines run after the environment is set up, just before the function.
         postrun_commands: shell lines run after the function returns.
-        use_srun: run the function with ``srun`` so that every task of the job runs it (for MPI or
+        use_srun: run the function with `srun` so that every task of the job runs it (for MPI or
             multi-GPU work). The result is rank 0's return value, or the first failing rank's exception.
-        variables: environment variables to export, e.g. ``{"OMP_NUM_THREADS": 8}``. Names must be valid
-            shell names; values are quoted, so they arrive exactly as given (``True``/``False`` as
-            ``1``/``0``).
+        variables: environment variables to export, e.g. `{"OMP_NUM_THREADS": 8}`. Names must be valid
+            shell names; values are quoted, so they arrive exactly as given (`True`/`False` as
+            `1`/`0`).
         conda_env: a conda environment to activate (a name or a path). If activation fails, the job stops
             with exit code 99 and says why on its standard error.
-        python: the Python interpreter on the cluster, e.g. ``"/opt/conda/bin/python3"``; overrides the
+        python: the Python interpreter on the cluster, e.g. `"/opt/conda/bin/python3"`; overrides the
             session's. It needs the same minor version as your local Python, and cloudpickle.
         job_name: the Slurm job name; by default the session picks one that ends with the job's token.
-        array_parallelism: how many tasks of a job array may run at once (``--array=...%N``); ``None``
+        array_parallelism: how many tasks of a job array may run at once (`--array=...%N`); `None`
             for no limit.
         coalesce: allow the session to put calls with this spec that are submitted together into one
             job array. Set False to always submit one job per call.
-        retries: how many times a job that ended with one of :attr:`retry_on` is submitted again (a new
-            job id, the same future; :attr:`JobFuture.attempts` lists the ids tried). ``0``: never.
+        retries: how many times a job that ended with one of `retry_on` is submitted again (a new
+            job id, the same future; `JobFuture.attempts` lists the ids tried). `0`: never.
         retry_on: the outcomes that are retried, as exception classes: by default
-            ``(JobNodeFailure, JobPreempted)``. An exception raised by your function is retried only if
+            `(JobNodeFailure, JobPreempted)`. An exception raised by your function is retried only if
             its class (or a base of it) is named here.
-        requeue: let Slurm requeue the job (``--requeue``) and send the batch script
-            :attr:`requeue_signal` :attr:`signal_lead` seconds before its time limit, and on preemption
-            where the cluster sends it (``--signal=B:USR2@60``). If the function has a ``checkpoint``
-            method (see :class:`~slurmbatch.Checkpointable`), the signal makes the job save the call it
+        requeue: let Slurm requeue the job (`--requeue`) and send the batch script
+            `requeue_signal` `signal_lead` seconds before its time limit, and on preemption
+            where the cluster sends it (`--signal=B:USR2@60`). If the function has a `checkpoint`
+            method (see [`Checkpointable`][slurmbatch.Checkpointable]), the signal makes the job save the call it
             returns and requeue itself, and the requeued job resumes with that call; the future stays
             pending across requeues. Without one, a preempted job starts again from scratch and a job
-            that reaches its time limit fails with :class:`~slurmbatch.JobTimeout`.
-        requeue_signal: the signal name for :attr:`requeue`; ``USR2`` by default (not ``USR1``, which
+            that reaches its time limit fails with [`JobTimeout`][slurmbatch.JobTimeout].
+        requeue_signal: the signal name for `requeue`; `USR2` by default (not `USR1`, which
             NCCL and other libraries use for their own purposes).
-        signal_lead: seconds before the time limit at which :attr:`requeue_signal` is sent (Slurm may
+        signal_lead: seconds before the time limit at which `requeue_signal` is sent (Slurm may
             send it up to a minute earlier); it is the time a checkpoint may take.
     """
 

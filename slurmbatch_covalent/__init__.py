@@ -1,7 +1,7 @@
-"""A drop-in Covalent Slurm executor on the slurmbatch SDK: ``executor="slurm"``, ``[executors.slurm]``.
+"""A drop-in Covalent Slurm executor on the slurmbatch SDK: `executor="slurm"`, `[executors.slurm]`.
 
-The executor is :class:`slurmbatch_covalent.slurm.SlurmExecutor`, which Covalent finds through its
-``covalent.executor.executor_plugins`` entry point.
+The executor is `slurmbatch_covalent.slurm.SlurmExecutor`, which Covalent finds through its
+`covalent.executor.executor_plugins` entry point.
 """
 
 import contextlib

@@ -1,12 +1,12 @@
 """What a Covalent task runs on the compute node: the standard library and cloudpickle, nothing else.
 
-Covalent hands the executor ``partial(wrapper_fn, function, call_before, call_after)`` and arguments, all
-as ``TransportableObject`` instances, which only unpickle where covalent is installed. The executor sends
-their serialized payloads instead (base64 text of cloudpickle bytes), and :func:`run_task` does on the
-node what ``wrapper_fn`` does. Its result is the output serialized the same way, so the server wraps it
-back into a ``TransportableObject`` without having to import the output's classes.
+Covalent hands the executor `partial(wrapper_fn, function, call_before, call_after)` and arguments, all
+as `TransportableObject` instances, which only unpickle where covalent is installed. The executor sends
+their serialized payloads instead (base64 text of cloudpickle bytes), and `run_task` does on the
+node what `wrapper_fn` does. Its result is the output serialized the same way, so the server wraps it
+back into a `TransportableObject` without having to import the output's classes.
 
-This module is pickled by value (see :func:`register`), so the node needs neither covalent nor slurmbatch.
+This module is pickled by value (see `register`), so the node needs neither covalent nor slurmbatch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import cloudpickle
 __all__ = ["SerializedCall", "register", "run_task"]
 
 SerializedCall = tuple[str, str, str, str]
-"""A ``call_before``/``call_after`` hook: serialized function, args, kwargs, and the return value's key."""
+"""A `call_before`/`call_after` hook: serialized function, args, kwargs, and the return value's key."""
 
 
 def register() -> None:
@@ -41,10 +41,10 @@ def run_task(
     call_after: list[SerializedCall],
     files_key: str,
 ) -> dict[str, Any]:
-    """Run the task as covalent's ``wrapper_fn`` would; return its output, serialized, with a header.
+    """Run the task as covalent's `wrapper_fn` would; return its output, serialized, with a header.
 
-    Values returned by ``call_before`` hooks are passed to the function as keyword arguments under their
-    key: one value as itself, several (or any under ``files_key``) as a list.
+    Values returned by `call_before` hooks are passed to the function as keyword arguments under their
+    key: one value as itself, several (or any under `files_key`) as a list.
     """
     returned: dict[str, list[Any]] = {}
     for hook, hook_args, hook_kwargs, key in call_before:

@@ -1,4 +1,4 @@
-"""Unwrap what Covalent passes to ``run()`` into a call the node can run, and wrap the output back."""
+"""Unwrap what Covalent passes to `run()` into a call the node can run, and wrap the output back."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ _job.register()
 
 @attrs.frozen
 class Call:
-    """A function call for ``SlurmSession.submit``; ``covalent_task``: its value is a serialized output."""
+    """A function call for `SlurmSession.submit`; `covalent_task`: its value is a serialized output."""
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -31,9 +31,9 @@ class Call:
 
 
 def unwrap(function: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> Call:
-    """The node-side call for Covalent's ``partial(wrapper_fn, fn, call_before, call_after)``.
+    """The node-side call for Covalent's `partial(wrapper_fn, fn, call_before, call_after)`.
 
-    Anything else (a plain function, as when ``run()`` is called directly) is submitted as it is.
+    Anything else (a plain function, as when `run()` is called directly) is submitted as it is.
     """
     if not (isinstance(function, functools.partial) and function.func is wrapper_fn):
         return Call(function, tuple(args), dict(kwargs), covalent_task=False)
@@ -66,9 +66,9 @@ _TRANSPORTABLE_ATTRIBUTES = {"_object", "_object_string", "_header"}
 
 
 def wrap_output(output: dict[str, Any]) -> TransportableObject:
-    """The ``TransportableObject`` of a task output that :func:`~slurmbatch_covalent._job.run_task` returned.
+    """The `TransportableObject` of a task output that `run_task` returned.
 
-    The output stays serialized, as it would coming from covalent's own ``wrapper_fn``: the server need
+    The output stays serialized, as it would coming from covalent's own `wrapper_fn`: the server need
     not import its classes.
     """
     if set(vars(TransportableObject(None))) != _TRANSPORTABLE_ATTRIBUTES:

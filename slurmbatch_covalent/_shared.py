@@ -1,13 +1,13 @@
 """The SlurmSessions a Covalent server shares between its tasks: one per settings and event loop.
 
-Covalent builds a fresh executor instance for every task (several times over) and runs every ``run()``
+Covalent builds a fresh executor instance for every task (several times over) and runs every `run()`
 on the server's one event loop. So the sessions live here, at module level: the first task with given
-:class:`~slurmbatch_covalent.params.SessionSettings` opens one, later tasks borrow it, and it closes after
-:data:`IDLE_TIMEOUT` seconds without tasks. Every task of a server that uses the same settings therefore
+`SessionSettings` opens one, later tasks borrow it, and it closes after
+`IDLE_TIMEOUT` seconds without tasks. Every task of a server that uses the same settings therefore
 shares one bounded pool of SSH connections and one status loop.
 
 A session is entered and left by a keeper task of its own, never by the tasks that borrow it: anyio cancel
-scopes belong to the task that enters them, and a ``run()`` returns long before the session should close.
+scopes belong to the task that enters them, and a `run()` returns long before the session should close.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ class SessionUnavailableError(RuntimeError):
 
 
 class SharedSession:
-    """One :class:`~slurmbatch.SlurmSession`, kept open by a keeper task and lent to tasks.
+    """One [`SlurmSession`][slurmbatch.SlurmSession], kept open by a keeper task and lent to tasks.
 
-    ``session`` is usable between :meth:`ready` and the end of the lease that awaited it. ``cancelled``
+    `session` is usable between `ready` and the end of the lease that awaited it. `cancelled`
     holds the ids of jobs that Covalent asked to cancel, so their tasks can report CANCELLED.
     """
 
@@ -62,7 +62,7 @@ class SharedSession:
 
     # --------------------------------------------------------------------------- borrowing
     async def ready(self) -> SlurmSession:
-        """Wait until the session is open and return it; raise :class:`SessionUnavailableError` otherwise."""
+        """Wait until the session is open and return it; raise `SessionUnavailableError` otherwise."""
         await self._ready.wait()
         if self.session is None or self.error is not None:
             raise SessionUnavailableError(
@@ -85,16 +85,16 @@ class SharedSession:
         self._activity.set()
 
     def track(self, future: JobFuture[Any]) -> None:
-        """Remember ``future`` by its job id, so that a cancel request can find it."""
+        """Remember `future` by its job id, so that a cancel request can find it."""
         self._jobs[future.job_id] = future
 
     def untrack(self, future: JobFuture[Any]) -> None:
-        """Forget ``future`` (its task is over)."""
+        """Forget `future` (its task is over)."""
         self._jobs.pop(future.job_id, None)
         self.cancelled.discard(future.job_id)
 
     def release(self, future: JobFuture[Any]) -> None:
-        """Let the finished job's remote files go (removed soon, with others', when ``cleanup`` is on)."""
+        """Let the finished job's remote files go (removed soon, with others', when `cleanup` is on)."""
         if self.session is not None and future.done():
             with contextlib.suppress(SessionClosedError):
                 self.session.release([future])
@@ -138,7 +138,7 @@ class SharedSession:
 
 
 def new_session(settings: SessionSettings) -> SlurmSession:
-    """A (not yet opened) :class:`~slurmbatch.SlurmSession` with ``settings``."""
+    """A (not yet opened) [`SlurmSession`][slurmbatch.SlurmSession] with `settings`."""
     session = SlurmSession(settings.host, **settings.session_kwargs())
     if settings.cert_file:
         # SlurmSession takes no certificate argument; its connection settings do.
@@ -166,10 +166,10 @@ def _forget(entry: SharedSession) -> None:
 
 @contextlib.asynccontextmanager
 async def lease(settings: SessionSettings) -> AsyncIterator[SharedSession]:
-    """Borrow the shared session for ``settings`` on the running loop, opening it if needed.
+    """Borrow the shared session for `settings` on the running loop, opening it if needed.
 
-    Inside the block, ``entry.session`` is open and stays open. Raises
-    :class:`SessionUnavailableError` if it cannot be opened.
+    Inside the block, `entry.session` is open and stays open. Raises
+    `SessionUnavailableError` if it cannot be opened.
     """
     sessions = _sessions_of(asyncio.get_running_loop())
     entry = sessions.get(settings)
@@ -184,7 +184,7 @@ async def lease(settings: SessionSettings) -> AsyncIterator[SharedSession]:
 
 
 async def cancel_job(settings: SessionSettings, job_id: str) -> bool:
-    """Cancel job ``job_id`` of a live task with ``settings`` (``scancel``); False if there is none."""
+    """Cancel job `job_id` of a live task with `settings` (`scancel`); False if there is none."""
     entry = _sessions_of(asyncio.get_running_loop()).get(settings)
     future = entry.find(job_id) if entry is not None else None
     if entry is None or future is None:

@@ -2,13 +2,13 @@
 
 Three steps, each a function:
 
-- :func:`resolve` merges what the user passed, the ``[executors.slurm]`` config section and the
+- `resolve` merges what the user passed, the `[executors.slurm]` config section and the
   defaults into one plain dict (what the executor keeps as its attributes). A value the user passed wins
-  even when it is falsy (``options={}``, ``poll_freq=0``, ``cleanup=False``); only ``None`` means "not
+  even when it is falsy (`options={}`, `poll_freq=0`, `cleanup=False`); only `None` means "not
   given".
-- :func:`session_settings` picks the connection and session settings out of it: a frozen, hashable
-  :class:`SessionSettings`, which also keys the shared sessions of a server.
-- :func:`job_spec` builds the :class:`~slurmbatch.JobSpec` of one task.
+- `session_settings` picks the connection and session settings out of it: a frozen, hashable
+  `SessionSettings`, which also keys the shared sessions of a server.
+- `job_spec` builds the [`JobSpec`][slurmbatch.JobSpec] of one task.
 """
 
 from __future__ import annotations
@@ -63,11 +63,11 @@ PLUGIN_DEFAULTS: dict[str, Any] = {
     "max_channels": 8,
     "transport": "auto",
 }
-"""The defaults Covalent writes into the ``[executors.slurm]`` config section (TOML: no ``None``)."""
+"""The defaults Covalent writes into the `[executors.slurm]` config section (TOML: no `None`)."""
 
-# Defaults kept out of the config section. ``None`` cannot be written to TOML. And Covalent merges plugin
-# defaults into the config by replacing every *empty* value it finds, so a user's ``bashrc_path = ""``
-# (source nothing) or ``slurm_path = ""`` (load the slurm module) would silently become the default again.
+# Defaults kept out of the config section. `None` cannot be written to TOML. And Covalent merges plugin
+# defaults into the config by replacing every *empty* value it finds, so a user's `bashrc_path = ""`
+# (source nothing) or `slurm_path = ""` (load the slurm module) would silently become the default again.
 _UNLISTED_DEFAULTS: dict[str, Any] = {
     "cert_file": None,
     "port": None,
@@ -81,7 +81,7 @@ PARAMETERS: tuple[str, ...] = (*PLUGIN_DEFAULTS, *_UNLISTED_DEFAULTS)
 """Every parameter the executor takes from the config, in a stable order."""
 
 MIN_POLL_FREQ = 1.0
-"""The shortest scheduler poll interval, in seconds; smaller ``poll_freq`` values are raised to it."""
+"""The shortest scheduler poll interval, in seconds; smaller `poll_freq` values are raised to it."""
 
 # Longest interval between scheduler queries while nothing changes. Finished jobs are noticed by their
 # result files at once, so this only bounds how late a job that died without a result is noticed.
@@ -135,9 +135,9 @@ _LOAD_SLURM_MODULE = [
 def resolve(given: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """Merge explicit arguments over the config section over the defaults; validate the types.
 
-    ``given`` holds the constructor's arguments (``None`` = not given); ``config`` the
-    ``[executors.slurm]`` section. Key and certificate paths are made absolute here, as the plugin did.
-    Raises :class:`TypeError` for an unknown parameter or a value of the wrong type.
+    `given` holds the constructor's arguments (`None` = not given); `config` the
+    `[executors.slurm]` section. Key and certificate paths are made absolute here, as the plugin did.
+    Raises `TypeError` for an unknown parameter or a value of the wrong type.
     """
     unknown = sorted(set(given) - set(PARAMETERS))
     if unknown:
@@ -173,7 +173,7 @@ def _check_kind(name: str, value: Any) -> None:
 
 @attrs.frozen(kw_only=True)
 class SessionSettings:
-    """Everything a :class:`~slurmbatch.SlurmSession` is opened with; tasks with equal settings share one."""
+    """Everything a [`SlurmSession`][slurmbatch.SlurmSession] is opened with; tasks with equal settings share one."""
 
     host: str
     port: int | None
@@ -196,7 +196,7 @@ class SessionSettings:
     totp_secret_file: str | None = None
 
     def session_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``SlurmSession(self.host, **kwargs)`` (the certificate is not one of them)."""
+        """Keyword arguments for `SlurmSession(self.host, **kwargs)` (the certificate is not one of them)."""
         kwargs: dict[str, Any] = {
             "user": self.user,
             "port": self.port,
@@ -225,7 +225,7 @@ class SessionSettings:
 
 
 def session_settings(params: Mapping[str, Any]) -> SessionSettings:
-    """The session settings of resolved ``params``; raises :class:`ValueError` for unusable values."""
+    """The session settings of resolved `params`; raises `ValueError` for unusable values."""
     host = params["address"]
     if not host:
         raise ValueError(
@@ -280,23 +280,23 @@ def _read_secret(path: str) -> str:
 
 
 def _ssh_config(value: str | Sequence[str]) -> tuple[str, ...] | None:
-    """``""`` reads the default ``~/.ssh/config`` (None); a path or a list names the files; ``[]`` none."""
+    """`""` reads the default `~/.ssh/config` (None); a path or a list names the files; `[]` none."""
     if isinstance(value, str):
         return (value,) if value else None
     return tuple(str(path) for path in value)
 
 
 def job_spec(params: Mapping[str, Any], *, dispatch_id: str, node_id: int | str, retries: int = 0) -> JobSpec:
-    """The :class:`~slurmbatch.JobSpec` of task ``node_id`` of dispatch ``dispatch_id``.
+    """The [`JobSpec`][slurmbatch.JobSpec] of task `node_id` of dispatch `dispatch_id`.
 
-    ``retries`` (the executor's Covalent ``retries``) is how many times a job that ended by a node
-    failure or a preemption is submitted again (``JobSpec.retries`` with its default ``retry_on``); an
+    `retries` (the executor's Covalent `retries`) is how many times a job that ended by a node
+    failure or a preemption is submitted again (`JobSpec.retries` with its default `retry_on`); an
     exception raised by the task itself is not retried.
 
-    The batch script runs, in this order: ``cd`` to the working directory (``remote_workdir``, or
-    ``<remote_workdir>/<dispatch_id>/node_<node_id>`` with ``create_unique_workdir``), ``source`` of
-    ``bashrc_path``, Slurm's ``PATH``, the ``variables`` exports, ``conda activate`` (only with a
-    ``conda_env``), the prerun commands, the function (inside ``srun`` with ``use_srun``), the postrun
+    The batch script runs, in this order: `cd` to the working directory (`remote_workdir`, or
+    `<remote_workdir>/<dispatch_id>/node_<node_id>` with `create_unique_workdir`), `source` of
+    `bashrc_path`, Slurm's `PATH`, the `variables` exports, `conda activate` (only with a
+    `conda_env`), the prerun commands, the function (inside `srun` with `use_srun`), the postrun
     commands.
     """
     use_srun: bool = params["use_srun"]
@@ -325,7 +325,7 @@ def job_spec(params: Mapping[str, Any], *, dispatch_id: str, node_id: int | str,
 
 
 def _options(raw: Mapping[str, Any], drop: frozenset[str] = frozenset()) -> dict[str, OptionValue]:
-    """Plugin-style options: ``""`` (and ``None``) ask for a bare flag, as ``exclusive = ""`` did."""
+    """Plugin-style options: `""` (and `None`) ask for a bare flag, as `exclusive = ""` did."""
     options: dict[str, OptionValue] = {}
     for key, value in raw.items():
         if key in drop:
@@ -346,7 +346,7 @@ def _lines(commands: str | Sequence[str]) -> list[str]:
 
 
 def _shell_path(path: str) -> str:
-    """``path`` for bash, with a relative path (or ``~/...``) taken from the home directory, as ssh does."""
+    """`path` for bash, with a relative path (or `~/...`) taken from the home directory, as ssh does."""
     if path == "~":
         return '"$HOME"'
     if path.startswith("~/"):

@@ -1,9 +1,9 @@
-"""The ``slurm`` executor of Covalent, on slurmbatch: a drop-in replacement for covalent-slurm-plugin.
+"""The `slurm` executor of Covalent, on slurmbatch: a drop-in replacement for covalent-slurm-plugin.
 
 Covalent names an executor after the last component of its module, so this module gives the executor
-``"slurm"``, the config section ``[executors.slurm]`` and ``ct.executor.SlurmExecutor``, exactly as the
+`"slurm"`, the config section `[executors.slurm]` and `ct.executor.SlurmExecutor`, exactly as the
 plugin did. Every task of a server with the same connection settings shares one bounded pool of SSH
-connections and one status loop (see :mod:`slurmbatch_covalent._shared`); the compute nodes need Python
+connections and one status loop (see `slurmbatch_covalent._shared`); the compute nodes need Python
 and cloudpickle, not covalent.
 """
 
@@ -59,32 +59,32 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
     """Runs each Covalent task as a Slurm job on a cluster reached over SSH.
 
     Takes every parameter of covalent-slurm-plugin 0.18, with the same meaning. A parameter left out (or
-    ``None``) comes from the ``[executors.slurm]`` config section, else from the default; a value given
-    here always wins, even a falsy one such as ``options={}``.
+    `None`) comes from the `[executors.slurm]` config section, else from the default; a value given
+    here always wins, even a falsy one such as `options={}`.
 
     Args:
         username: Login name on the cluster; default from the ssh config, else the local user.
-        address: The login node: host name, address, or a ``Host`` alias of the ssh config. Required.
+        address: The login node: host name, address, or a `Host` alias of the ssh config. Required.
         ssh_key_file: Private key file; default: ssh-agent keys and the ssh config's IdentityFile.
         cert_file: OpenSSH certificate of that key, for sites that sign user keys.
         remote_workdir: Working directory of the jobs, made private to you; relative paths are taken from
-            the home directory. Default ``covalent-workdir``.
-        create_unique_workdir: Run each task in ``<remote_workdir>/<dispatch_id>/node_<node_id>``.
-        options: ``#SBATCH`` options, e.g. ``{"time": "01:00:00", "exclusive": ""}``: one-letter keys
-            give ``-k v``, longer ones ``--key=v``; ``""`` (or True) gives a bare flag, False leaves the
+            the home directory. Default `covalent-workdir`.
+        create_unique_workdir: Run each task in `<remote_workdir>/<dispatch_id>/node_<node_id>`.
+        options: `#SBATCH` options, e.g. `{"time": "01:00:00", "exclusive": ""}`: one-letter keys
+            give `-k v`, longer ones `--key=v`; `""` (or True) gives a bare flag, False leaves the
             option out, lists join with commas.
-        variables: Environment variables to export, written as ``export K="V"`` (so ``$VAR`` expands).
+        variables: Environment variables to export, written as `export K="V"` (so `$VAR` expands).
         conda_env: A conda environment to activate; none when empty.
         prerun_commands: Shell lines run just before the task.
         postrun_commands: Shell lines run just after the task.
-        use_srun: Run the task through ``srun`` (every task of the job runs it; the value is rank 0's).
+        use_srun: Run the task through `srun` (every task of the job runs it; the value is rank 0's).
             Set False when the function calls srun or mpirun itself.
-        srun_options: Options of that ``srun``, with the same rules as ``options``.
-        srun_append: A command between ``srun`` and the task, e.g. a profiler.
-        bashrc_path: A file the job sources first; ``""`` sources none. Default ``$HOME/.bashrc``.
+        srun_options: Options of that `srun`, with the same rules as `options`.
+        srun_append: A command between `srun` and the task, e.g. a profiler.
+        bashrc_path: A file the job sources first; `""` sources none. Default `$HOME/.bashrc`.
         slurm_path: The directory of Slurm's commands, added to PATH on the login node before sbatch,
-            squeue and scancel run, and in the job; ``""`` loads the ``slurm`` environment module instead.
-            Default ``/usr/bin``.
+            squeue and scancel run, and in the job; `""` loads the `slurm` environment module instead.
+            Default `/usr/bin`.
         poll_freq: Seconds between scheduler queries (at least 1). Finished jobs are noticed by their
             result files without waiting for it.
         cleanup: Remove each task's files from the cluster once its result and output are in.
@@ -93,20 +93,20 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         log_stderr: A file the task's standard error is appended to.
         time_limit: Passed to Covalent's base executor.
         retries: How many times a task's job that ended by a node failure or a preemption is submitted
-            again (``JobSpec.retries``); an exception the task raised is not retried. Also passed to
+            again (`JobSpec.retries`); an exception the task raised is not retried. Also passed to
             Covalent's base executor.
         ignore_versions: Skip checking the login node's Python and cloudpickle when the session opens.
         port: SSH port; default from the ssh config, else 22.
         known_hosts: known_hosts file the host key is checked against; default the ssh config's, else
-            ``~/.ssh/known_hosts``.
+            `~/.ssh/known_hosts`.
         verify_host_key: False accepts any host key (an explicit opt-out; as covalent-slurm-plugin did).
-        ssh_config: OpenSSH client config file(s) to honour; ``""`` means ``~/.ssh/config``, ``[]`` none.
+        ssh_config: OpenSSH client config file(s) to honour; `""` means `~/.ssh/config`, `[]` none.
         python: The Python the jobs run (same minor version as the server, with cloudpickle).
         max_connections: Most SSH connections the server opens to this cluster, whatever the task count.
         max_channels: Most channels open at once per connection (below sshd's MaxSessions).
-        transport: ``"auto"`` (default: your OpenSSH ControlMaster when the ssh config names a live
-            ControlPath for the address, else connections of its own), ``"openssh"`` (always the
-            master) or ``"asyncssh"``.
+        transport: `"auto"` (default: your OpenSSH ControlMaster when the ssh config names a live
+            ControlPath for the address, else connections of its own), `"openssh"` (always the
+            master) or `"asyncssh"`.
         control_path: The ControlMaster's socket, when the ssh config does not name it.
         totp_secret_file: A file holding the base32 TOTP secret of a multi-factor login node: every
             login (and reconnect) answers the one-time-code prompt with the current code.
@@ -176,8 +176,8 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
     ) -> Any:
         """Run the task as a Slurm job and return its output; see the class docstring.
 
-        Raises :class:`TaskCancelledError` when Covalent cancelled the task, and
-        :class:`SlurmTaskError` (remote exception and traceback in its message) when the job failed.
+        Raises `TaskCancelledError` when Covalent cancelled the task, and
+        `SlurmTaskError` (remote exception and traceback in its message) when the job failed.
         """
         dispatch_id = str(task_metadata["dispatch_id"])
         node_id = task_metadata["node_id"]
@@ -241,7 +241,7 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
         raise SlurmTaskError(_failure_message(future.job_id, error, shared)) from error
 
     async def cancel(self, task_metadata: dict[str, Any], job_handle: Any) -> bool:
-        """Cancel the task's Slurm job (``scancel``); False when no running task has that job."""
+        """Cancel the task's Slurm job (`scancel`); False when no running task has that job."""
         if job_handle is None or job_handle == "":
             return False
         return await cancel_job(session_settings(self._params()), str(job_handle))

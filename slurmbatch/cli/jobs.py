@@ -68,11 +68,14 @@ def jobs(session_id: str | None, show_all: bool, as_json: bool, journal: Path | 
         )
         return
     table = Table(title=f"slurmbatch jobs ({_journal(journal)})", title_justify="left")
-    for column in ("session", "host", "job id", "state", "updated", "session opened"):
+    for column in ("session", "host", "job id", "state", "submitted", "updated", "session opened"):
         table.add_column(column, overflow="fold")
     for row in rows:
         session = row.session + (" (open)" if row.running else "")
-        table.add_row(session, row.host, row.job_id or "-", row.state, _when(row.updated), _when(row.opened))
+        submitted = "-" if row.submitted is None else _when(row.submitted)
+        table.add_row(
+            session, row.host, row.job_id or "-", row.state, submitted, _when(row.updated), _when(row.opened)
+        )
     console.print(table)
 
 

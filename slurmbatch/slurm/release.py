@@ -1,9 +1,9 @@
 """What a session learns about the Slurm it talks to, from its first command. Pure.
 
-Releases differ in what they print, not only in what they can do: squeue's ``exit_code`` column is a raw
-wait status up to 23.02 and ``code:signal`` from 23.11 on; ``AccountingStorageType`` reads
-``accounting_storage/none`` in 22.05 and ``(null)`` in 24.11 without slurmdbd; 23.02 renamed the
-``Reserved`` state ``Planned``. The parsers in :mod:`slurmbatch.slurm.parse` read every form; this module
+Releases differ in what they print, not only in what they can do: squeue's `exit_code` column is a raw
+wait status up to 23.02 and `code:signal` from 23.11 on; `AccountingStorageType` reads
+`accounting_storage/none` in 22.05 and `(null)` in 24.11 without slurmdbd; 23.02 renamed the
+`Reserved` state `Planned`. The parsers in `slurmbatch.slurm.parse` read every form; this module
 records which release answered, so that users (and error reports) can see it.
 """
 
@@ -26,18 +26,18 @@ _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 @attrs.frozen
 class ClusterInfo:
-    """The cluster as the session found it when it opened (``session.cluster_info``).
+    """The cluster as the session found it when it opened (`session.cluster_info`).
 
     Attributes:
-        slurm_version: ``SLURM_VERSION`` as ``scontrol show config`` reports it, e.g. ``"24.11.5"``;
-            ``""`` when the login node did not say.
-        cluster_name: Slurm's ``ClusterName``.
-        accounting: Whether slurmdbd keeps job records and answered a query (``sacct`` then knows jobs
+        slurm_version: `SLURM_VERSION` as `scontrol show config` reports it, e.g. `"24.11.5"`;
+            `""` when the login node did not say.
+        cluster_name: Slurm's `ClusterName`.
+        accounting: Whether slurmdbd keeps job records and answered a query (`sacct` then knows jobs
             long gone from squeue); otherwise the session reads the job completion records, if any.
-        accounting_answers: Whether ``sacct`` answered at all when the session opened.
-        max_array_size: The largest array the cluster accepts (tasks 0 to ``max_array_size - 1``).
+        accounting_answers: Whether `sacct` answered at all when the session opened.
+        max_array_size: The largest array the cluster accepts (tasks 0 to `max_array_size - 1`).
         min_job_age: Seconds squeue still shows a finished job.
-        parsable_cluster: Whether ``sbatch --parsable`` appends ``;cluster`` to job ids: None until the
+        parsable_cluster: Whether `sbatch --parsable` appends `;cluster` to job ids: None until the
             session's first submission tells.
     """
 
@@ -51,7 +51,7 @@ class ClusterInfo:
 
     @classmethod
     def from_config(cls, config: Mapping[str, str], *, sacct_answers: bool = False) -> ClusterInfo:
-        """Build it from ``scontrol show config`` lines (key -> value) and whether sacct answered."""
+        """Build it from `scontrol show config` lines (key -> value) and whether sacct answered."""
         storage = config.get("AccountingStorageType", "")
         return cls(
             slurm_version=config.get("SLURM_VERSION", ""),
@@ -64,13 +64,13 @@ class ClusterInfo:
 
     @property
     def release(self) -> tuple[int, int] | None:
-        """(major, minor) of :attr:`slurm_version`, or None if unknown."""
+        """(major, minor) of `slurm_version`, or None if unknown."""
         match = _VERSION.match(self.slurm_version)
         return (int(match.group(1)), int(match.group(2))) if match else None
 
     @property
     def exit_code_format(self) -> str:
-        """How squeue's ``exit_code`` column reads: ``"wait status"`` (up to 23.02) or ``"code:signal"``."""
+        """How squeue's `exit_code` column reads: `"wait status"` (up to 23.02) or `"code:signal"`."""
         release = self.release
         return "code:signal" if release is not None and release >= (23, 11) else "wait status"
 

@@ -20,7 +20,7 @@ __all__ = ["MAY_CLEAR", "NEVER_STARTS", "JobState", "JobStatus", "failure_for"]
 
 
 class JobState(enum.Enum):
-    """A Slurm job state, as ``squeue`` and ``sacct`` name it."""
+    """A Slurm job state, as `squeue` and `sacct` name it."""
 
     PENDING = "PENDING"
     RUNNING = "RUNNING"
@@ -59,9 +59,9 @@ class JobState(enum.Enum):
 
     @classmethod
     def from_slurm(cls, text: str) -> JobState:
-        """Parse a state as Slurm prints it: ``COMPLETED``, ``CANCELLED by 1000``, ``CANCELLED+``, ``CD``.
+        """Parse a state as Slurm prints it: `COMPLETED`, `CANCELLED by 1000`, `CANCELLED+`, `CD`.
 
-        Anything unrecognised gives :attr:`UNKNOWN`.
+        Anything unrecognised gives `UNKNOWN`.
         """
         words = text.strip().upper().split()
         word = words[0].rstrip("+") if words else ""
@@ -140,7 +140,7 @@ NEVER_STARTS: dict[str, str] = {
 with what the user can change instead."""
 
 MAY_CLEAR = frozenset({"PartitionNodeLimit", "BadConstraints"})
-"""Reasons of :data:`NEVER_STARTS` that can also be temporary: Slurm gives them while the nodes that would
+"""Reasons of `NEVER_STARTS` that can also be temporary: Slurm gives them while the nodes that would
 satisfy the job are down or drained, and they clear once the nodes are back. A job is given up for them
 only once they persist."""
 
@@ -151,10 +151,10 @@ class JobStatus:
 
     Attributes:
         state: the parsed state.
-        exit_code: the batch script's exit code, or ``None`` if Slurm did not report one.
-        signal: the signal that ended the batch script (0 if none), or ``None`` if not reported.
-        raw_state: the state exactly as Slurm printed it, e.g. ``"CANCELLED by 1000"``.
-        reason: why a pending job waits (squeue's reason), e.g. ``"Resources"``; ``""`` if not reported.
+        exit_code: the batch script's exit code, or `None` if Slurm did not report one.
+        signal: the signal that ended the batch script (0 if none), or `None` if not reported.
+        raw_state: the state exactly as Slurm printed it, e.g. `"CANCELLED by 1000"`.
+        reason: why a pending job waits (squeue's reason), e.g. `"Resources"`; `""` if not reported.
     """
 
     state: JobState
@@ -211,14 +211,14 @@ _WHAT_TO_DO = {
 def failure_for(status: JobStatus, *, job_id: str, stderr_tail: str = "") -> JobFailed:
     """Return the error for job *job_id*, which ended in *status* without writing a result.
 
-    TIMEOUT gives :class:`~slurmbatch.JobTimeout`, OUT_OF_MEMORY :class:`~slurmbatch.JobOutOfMemory`,
-    CANCELLED :class:`~slurmbatch.JobCancelled`, PREEMPTED :class:`~slurmbatch.JobPreempted`, NODE_FAIL
-    :class:`~slurmbatch.JobNodeFailure`, and every other state :class:`~slurmbatch.JobFailed`. The error
+    TIMEOUT gives [`JobTimeout`][slurmbatch.JobTimeout], OUT_OF_MEMORY [`JobOutOfMemory`][slurmbatch.JobOutOfMemory],
+    CANCELLED [`JobCancelled`][slurmbatch.JobCancelled], PREEMPTED [`JobPreempted`][slurmbatch.JobPreempted], NODE_FAIL
+    [`JobNodeFailure`][slurmbatch.JobNodeFailure], and every other state [`JobFailed`][slurmbatch.JobFailed]. The error
     is returned, not raised. *stderr_tail* is the end of the job's standard error, shown with the error.
 
-    Clusters that enforce memory by sampling it (``JobAcctGatherParams=OverMemoryKill``, no cgroups) end
+    Clusters that enforce memory by sampling it (`JobAcctGatherParams=OverMemoryKill`, no cgroups) end
     such jobs FAILED or CANCELLED, and slurmstepd says why on the job's stderr: that too gives
-    :class:`~slurmbatch.JobOutOfMemory`.
+    [`JobOutOfMemory`][slurmbatch.JobOutOfMemory].
     """
     if status.state in (JobState.FAILED, JobState.CANCELLED) and any(s in stderr_tail for s in _MEMORY_KILL):
         status = attrs.evolve(status, state=JobState.OUT_OF_MEMORY)

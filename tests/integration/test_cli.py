@@ -173,6 +173,62 @@ def test_jobs_logs_cancel_and_collect_from_the_journal(
     assert json.loads(run_cli("jobs", "--json", *flags).stdout) == []  # nothing left uncollected
 
 
+def leave_behind(options: dict[str, Any], *functions: Any) -> tuple[str, list[str]]:
+    """Submit ``functions`` in one session, detach from them and return its id and their job ids."""
+
+    async def submit_and_detach() -> tuple[str, list[str]]:
+        async with SlurmSession("127.0.0.1", **options) as session:
+            spec = JobSpec(options={"time": "00:06:00"})
+            futures = [await session.submit(function, (), spec) for function in functions]
+            session.detach()
+            return session.id, [str(future.job_id) for future in futures]
+
+    return anyio.run(submit_and_detach)
+
+
+def test_collect_saves_each_result_to_a_file(slurm_cluster: ClusterSettings, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    before = time.time()
+    session_id, job_ids = leave_behind(session_options(slurm_cluster, journal=journal), answer, greet)
+    flags = ["--journal", str(journal)]
+    rows = json.loads(run_cli("jobs", "--json", *flags).stdout)
+    assert [r["job_id"] for r in rows] == job_ids
+    assert all(before <= r["submitted"] <= time.time() for r in rows)  # when sbatch accepted each one
+    assert "submitted" in run_cli("jobs", *flags).stdout.splitlines()[2]  # the table's header row
+
+    results = tmp_path / "results"
+    collected = run_cli(
+        "collect", session_id, "--save", str(results), *flags, *connection_flags(slurm_cluster)
+    )
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    for job_id in job_ids:
+        assert f"job {job_id}: saved to {results / f'{job_id}.pickle'}" in collected.stdout
+    saved = {path.name: cloudpickle.loads(path.read_bytes()) for path in results.iterdir()}
+    assert saved == {f"{job_ids[0]}.pickle": 42, f"{job_ids[1]}.pickle": "greeted"}
+    assert json.loads(run_cli("jobs", "--json", *flags).stdout) == []
+
+
+def test_cancel_a_session_cancels_every_job_it_left(slurm_cluster: ClusterSettings, tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    session_id, job_ids = leave_behind(session_options(slurm_cluster, journal=journal), linger, linger)
+    flags = ["--journal", str(journal), *connection_flags(slurm_cluster)]
+
+    unknown = run_cli("cancel", "session-0000", *flags)
+    assert unknown.returncode == 1
+    assert "knows no session 'session-0000'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+    cancelled = run_cli("cancel", session_id, *flags)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert f"scancel sent on 127.0.0.1 for: {', '.join(job_ids)}" in cancelled.stdout
+
+    # What Slurm did: both jobs end cancelled (learnt from the scheduler, there is no result file).
+    collected = run_cli("collect", session_id, *flags, "--status-interval", "0.5", "2")
+    assert collected.returncode == 1, collected.stdout + collected.stderr
+    for job_id in job_ids:
+        assert f"job {job_id}: JobCancelled" in collected.stdout
+    assert json.loads(run_cli("jobs", "--json", "--journal", str(journal)).stdout) == []
+
+
 def test_unknown_names_are_plain_errors(tmp_path: Path) -> None:
     missing = run_cli("jobs", "--journal", str(tmp_path / "none.sqlite3"))
     assert missing.returncode == 1
