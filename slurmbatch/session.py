@@ -394,6 +394,7 @@ class SlurmSession(SessionFiles):
 
     # ------------------------------------------------------------------------------- jobs
     async def _cancel_jobs(self, futures: Sequence[JobFuture[Any]]) -> None:
+        self._retries.cancelled(futures)  # before scancel: a retry under way must not outlive the cancel
         await self._jobs.cancel(futures)
 
     def _require_open(self, *, allow_closing: bool = False) -> None:
