@@ -187,7 +187,10 @@ class SessionLifecycle:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._retries = Retries(
-            submit=self._submitter.submit, give_up=self._poller.give_up_retry, task_group=self._tg
+            submit=self._submitter.submit,
+            give_up=self._poller.give_up_retry,
+            cancel=self._jobs.cancel,
+            task_group=self._tg,
         )
         self._poller.retry = self._retries.take
         await self._tg.start(self._follow_jobs)

@@ -30,7 +30,7 @@ import attrs
 from anyio.abc import TaskStatus
 
 from ._dependencies import Dependencies
-from ._errors import SubmissionError
+from ._errors import JobCancelled, SubmissionError
 from ._journal import Journal
 from ._outcomes import Ended, forgotten_status
 from ._reconnect import one_connect_error
@@ -252,7 +252,8 @@ class Poller:
     def give_up_retry(self, future: JobFuture[Any], exc: BaseException) -> None:
         """Resolve ``future``, whose next attempt could not be submitted, with ``exc``."""
         self._retrying.discard(future.token)
-        self.resolve(future, exc=exc, state=JobState.FAILED)
+        state = JobState.CANCELLED if isinstance(exc, JobCancelled) else JobState.FAILED
+        self.resolve(future, exc=exc, state=state)
 
     # ----------------------------------------------------------------------------------- watcher news
     def _on_listing(self, appeared: list[str], gone: list[str], complete: bool) -> None:

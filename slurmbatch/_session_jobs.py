@@ -63,7 +63,9 @@ class SessionJobs(SessionLifecycle):
         failed, and [`SessionClosedError`][slurmbatch.SessionClosedError] once the session is closed.
         """
         self._require_open(allow_closing=True)
-        await self._jobs.cancel(list(futures))
+        futures = list(futures)
+        self._retries.cancelled(futures)  # before scancel: a retry under way must not outlive the cancel
+        await self._jobs.cancel(futures)
 
     async def _read_output(self, future: JobFuture[Any], stream: str) -> str:
         self._require_open(allow_closing=True)

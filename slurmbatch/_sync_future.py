@@ -76,6 +76,16 @@ class SyncJobFuture(concurrent.futures.Future[T]):
         return None if job is None else job.job_id
 
     @property
+    def attempts(self) -> tuple[str, ...]:
+        """The Slurm job ids tried for this call, oldest first; the last is `job_id`.
+
+        Empty until sbatch accepted the job. A job is submitted again (a new id, the same future) when it
+        ended with an outcome its `JobSpec.retry_on` names, at most `JobSpec.retries` times.
+        """
+        job = self._job
+        return () if job is None else job.attempts
+
+    @property
     def state(self) -> JobState:
         """The job's last known Slurm state (`PENDING` until it is accepted, `CANCELLED` once cancelled)."""
         if self.cancelled():

@@ -333,6 +333,8 @@ class JobSpec:
             job array. Set False to always submit one job per call.
         retries: how many times a job that ended with one of `retry_on` is submitted again (a new
             job id, the same future; `JobFuture.attempts` lists the ids tried). `0`: never.
+            Cancelling the future stops its retries. A future of `SlurmSession.reattach` is not
+            retried any further: the journal does not keep the spec, so its current attempt is its last.
         retry_on: the outcomes that are retried, as exception classes: by default
             `(JobNodeFailure, JobPreempted)`. An exception raised by your function is retried only if
             its class (or a base of it) is named here.

@@ -54,7 +54,7 @@ class SharedSession:
         self.closing = False
         self._loop = loop
         self._users = 0
-        self._jobs: dict[str, JobFuture[Any]] = {}
+        self._jobs: dict[str, JobFuture[Any]] = {}  # by token: a retry changes the job id, not it
         self._ready = anyio.Event()
         self._closed = anyio.Event()
         self._activity = anyio.Event()
@@ -85,13 +85,17 @@ class SharedSession:
         self._activity.set()
 
     def track(self, future: JobFuture[Any]) -> None:
-        """Remember `future` by its job id, so that a cancel request can find it."""
-        self._jobs[future.job_id] = future
+        """Remember `future`, so that a cancel request naming any of its job ids can find it."""
+        self._jobs[future.token] = future
 
     def untrack(self, future: JobFuture[Any]) -> None:
         """Forget `future` (its task is over)."""
-        self._jobs.pop(future.job_id, None)
-        self.cancelled.discard(future.job_id)
+        self._jobs.pop(future.token, None)
+        self.cancelled.difference_update(future.attempts)
+
+    def was_cancelled(self, future: JobFuture[Any]) -> bool:
+        """Whether a cancel request named one of `future`'s job ids (a retry has a new one)."""
+        return not self.cancelled.isdisjoint(future.attempts)
 
     def release(self, future: JobFuture[Any]) -> None:
         """Let the finished job's remote files go (removed soon, with others', when `cleanup` is on)."""
@@ -100,8 +104,15 @@ class SharedSession:
                 self.session.release([future])
 
     def find(self, job_id: str) -> JobFuture[Any] | None:
-        """The future of a job of this session that a task still waits for, or None."""
-        return self._jobs.get(job_id)
+        """The future of a task still waited for whose job, or one of its earlier attempts, is `job_id`.
+
+        Covalent keeps the handle of the first attempt: a retried job is found by that id too, and
+        cancelling the future cancels its latest attempt.
+        """
+        for future in self._jobs.values():
+            if job_id in future.attempts:
+                return future
+        return None
 
     # --------------------------------------------------------------------------- keeper
     async def _keep(self) -> None:

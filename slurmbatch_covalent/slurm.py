@@ -229,7 +229,7 @@ class SlurmExecutor(AsyncBaseExecutor):  # type: ignore[misc,unused-ignore]  # A
                 print(text, end="", file=stream)
         if error is None:
             return wrap_output(value) if call.covalent_task else value
-        if isinstance(error, JobCancelled) and future.job_id in shared.cancelled:
+        if isinstance(error, JobCancelled) and shared.was_cancelled(future):
             raise TaskCancelledError(f"Slurm job {future.job_id} was cancelled.") from error
         # Covalent writes the log files only for tasks that did not raise: write them here.
         await self.write_streams_to_file(

@@ -11,7 +11,7 @@ import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import JobCancelled, JobSpec
+from slurmbatch import JobCancelled, JobFailed, JobSpec
 from slurmbatch.testing import ClusterSettings
 from slurmbatch.testing.logins import SshdLogMark
 from slurmbatch_covalent import _shared
@@ -99,6 +99,41 @@ async def test_tasks_share_one_session_that_closes_when_idle(
     assert _shared._sessions_of(asyncio.get_running_loop()).get(settings) is None
     async with _shared.lease(settings) as entry:
         assert entry.session is not seen[0]
+
+
+def fails_first_then_naps(marker: str) -> None:
+    """The first attempt's job fails (state FAILED); a later one naps until it is cancelled."""
+    import os
+    import time
+
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    time.sleep(300)
+
+
+async def test_the_first_job_id_of_a_retried_task_cancels_its_latest_attempt(
+    settings: SessionSettings, slurm_cluster: ClusterSettings
+) -> None:
+    marker = f"{settings.remote_workdir}-retry-marker"  # on this machine: the cluster's nodes are local
+    spec = JobSpec(coalesce=False, retries=1, retry_on=(JobFailed,))
+    async with _shared.lease(settings) as entry:
+        assert entry.session is not None
+        future = await entry.session.submit(fails_first_then_naps, (marker,), spec)
+        entry.track(future)
+        handle = future.job_id  # what Covalent keeps as the task's job handle
+        for _ in range(300):
+            if future.state.name == "RUNNING" and len(future.attempts) == 2:
+                break
+            await anyio.sleep(0.2)
+        assert future.attempts[0] == handle and future.job_id != handle
+        assert await _shared.cancel_job(settings, handle) is True
+        with pytest.raises(JobCancelled) as raised, anyio.fail_after(60):
+            await future
+        assert raised.value.job_id == future.job_id and entry.was_cancelled(future)
+        entry.untrack(future)
+    login_shell(slurm_cluster, f"rm -f {marker}")
+    assert await _shared.cancel_job(settings, handle) is False
 
 
 async def test_a_job_of_a_live_task_can_be_cancelled_by_id(settings: SessionSettings) -> None:

@@ -422,3 +422,24 @@ def test_leaving_the_block_waits_for_the_jobs(slurm_cluster: ClusterSettings) ->
     with SlurmExecutor("127.0.0.1", **session_options(slurm_cluster)) as ex:
         future = ex.submit(nap, 2, "waited for")
     assert future.done() and future.result() == "waited for"
+
+
+def fails_on_its_first_run(marker: str) -> str:
+    """The first attempt's job fails (state FAILED, as a crash would); a later attempt returns."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)
+    return "second run"
+
+
+def test_a_retried_future_lists_every_job_id_it_had(executor: SlurmExecutor) -> None:
+    marker = f"/tmp/slurmbatch-exec-retry-{os.getpid()}-{time.monotonic_ns()}"
+    retrying = executor.with_spec(JobSpec(retries=1, retry_on=(JobFailed,)))
+    future = retrying.submit(fails_on_its_first_run, marker)
+    try:
+        assert future.result(timeout=60) == "second run"
+    finally:
+        if os.path.exists(marker):
+            os.unlink(marker)
+    first, retry = future.attempts
+    assert first != retry and retry == future.job_id

@@ -14,7 +14,7 @@ import anyio
 import cloudpickle
 import pytest
 
-from slurmbatch import JobFuture, JobSpec, JobState, SlurmSession
+from slurmbatch import JobCancelled, JobFailed, JobFuture, JobSpec, JobState, SlurmSession
 from slurmbatch.checkpointable import ResumeCall
 from slurmbatch.testing import ClusterSettings
 from slurmbatch.testing.pytest_plugin import extra_cluster
@@ -44,6 +44,14 @@ def first_run_waits(marker: str, value: int) -> int:
         open(marker, "w").close()
         time.sleep(300)
     return value
+
+
+def fails_first_then_waits(marker: str) -> None:
+    """The first attempt fails at once; a later one waits (it must be cancelled, never awaited)."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(3)  # the job fails (state FAILED), as a crash would
+    time.sleep(300)
 
 
 def restart_count_after(seconds: float) -> int:
@@ -196,3 +204,36 @@ async def test_a_session_that_reattaches_gets_the_retried_call_with_every_job_id
             assert await again == 7
     assert again.attempts == future.attempts
     os.unlink(marker)
+
+
+async def test_a_cancel_while_the_retry_is_submitted_cancels_the_retry_too(
+    slurm_cluster: ClusterSettings, anyio_backend: str
+) -> None:
+    marker = f"/tmp/slurmbatch-retry-{uuid.uuid4().hex[:8]}"
+    spec = JobSpec(retries=2, retry_on=(JobFailed,))
+    async with SlurmSession(
+        "127.0.0.1", **session_options(slurm_cluster, status_interval=(0.3, 1.0))
+    ) as session:
+        # Hold the retry's submission until the future is cancelled, so the cancel lands mid-retry.
+        submitting, cancelled = anyio.Event(), anyio.Event()
+        real_submit = session._retries._submit
+
+        async def submit_after_the_cancel(request: Any) -> None:
+            submitting.set()
+            await cancelled.wait()
+            await real_submit(request)
+
+        session._retries._submit = submit_after_the_cancel
+        future = await session.submit(fails_first_then_waits, (marker,), spec)
+        first_job = future.job_id
+        with anyio.fail_after(60):
+            await submitting.wait()
+        assert await future.cancel() is True
+        cancelled.set()
+        with anyio.fail_after(60), pytest.raises(JobCancelled) as raised:
+            await future
+
+    os.unlink(marker)
+    first, retry = future.attempts  # sbatch took the retry, and no further one followed
+    assert first == first_job and retry != first_job
+    assert raised.value.job_id == retry and future.state is JobState.CANCELLED

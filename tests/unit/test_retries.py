@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from slurmbatch import JobNodeFailure, JobPreempted, JobSpec, JobTimeout, SubmissionError
+from slurmbatch import JobCancelled, JobNodeFailure, JobPreempted, JobSpec, JobTimeout, SubmissionError
 from slurmbatch._retries import Retries
 from slurmbatch._submit_requests import SubmitRequest
 from slurmbatch.future import JobFuture
@@ -23,6 +23,7 @@ class Submissions:
         self.requests: list[SubmitRequest] = []
         self.refuse = refuse
         self.given_up: list[tuple[JobFuture[Any], BaseException]] = []
+        self.cancelled: list[str] = []  # job ids scancelled
 
     async def submit(self, request: SubmitRequest) -> None:
         self.requests.append(request)
@@ -33,6 +34,9 @@ class Submissions:
 
     def give_up(self, future: JobFuture[Any], error: BaseException) -> None:
         self.given_up.append((future, error))
+
+    async def cancel(self, futures: Any) -> None:
+        self.cancelled.extend(f.job_id for f in futures)
 
 
 def submitted(spec: JobSpec, job_id: str = "100") -> tuple[SubmitRequest, JobFuture[Any]]:
@@ -49,7 +53,9 @@ async def retried(spec: JobSpec, errors: list[BaseException], submissions: Submi
     request, future = submitted(spec)
     taken = []
     async with anyio.create_task_group() as tg:
-        retries = Retries(submit=submissions.submit, give_up=submissions.give_up, task_group=tg)
+        retries = Retries(
+            submit=submissions.submit, give_up=submissions.give_up, cancel=submissions.cancel, task_group=tg
+        )
         retries.remember(request)
         for error in errors:
             taken.append(retries.take(future, error))
@@ -86,3 +92,22 @@ async def test_a_refused_retry_resolves_the_future_with_the_first_error_and_why(
     ((future, given),) = submissions.given_up
     assert given is error and future.token == "sb-test" and future.attempts == ("100",)
     assert "It was not submitted again: sbatch refused the job" in "".join(getattr(error, "__notes__", []))
+
+
+async def test_a_call_cancelled_before_its_retry_is_submitted_is_never_submitted_again(
+    anyio_backend: str,
+) -> None:
+    submissions = Submissions()
+    request, future = submitted(JobSpec(retries=3))
+    async with anyio.create_task_group() as tg:
+        retries = Retries(
+            submit=submissions.submit, give_up=submissions.give_up, cancel=submissions.cancel, task_group=tg
+        )
+        retries.remember(request)
+        assert retries.take(future, node_failure()) is True
+        retries.cancelled([future])  # before the retry's task ran
+        await anyio.wait_all_tasks_blocked()
+        assert retries.take(future, node_failure()) is False  # nor any later outcome
+    assert submissions.requests == [] and submissions.cancelled == []
+    ((given_up, error),) = submissions.given_up
+    assert given_up is future and isinstance(error, JobCancelled) and future.attempts == ("100",)
