@@ -20,7 +20,7 @@ import hashlib
 import os
 import shutil
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import attrs
 
@@ -178,6 +178,29 @@ class Root:
     def inside(self, path: Path | str) -> Path:
         """Where the host path ``path`` is, seen from the host, inside the root."""
         return self.path / str(path).lstrip("/")
+
+    def executable(self, path: str) -> Path:
+        """The file the root's program ``path`` is, seen from the host, its symbolic links followed
+        inside the root (Debian's alternatives link ``/usr/sbin/slurmctld`` to an absolute path, which
+        the host would resolve against its own files)."""
+        current = PurePosixPath("/")
+        parts = list(PurePosixPath(path).parts[1:])
+        for _ in range(64):  # a bound on links, as the kernel has one
+            if not parts:
+                return self.inside(str(current))
+            part = parts.pop(0)
+            if part == "..":
+                current = current.parent
+                continue
+            candidate = current / part
+            host = self.inside(str(candidate))
+            if host.is_symlink():
+                target = PurePosixPath(os.readlink(host))
+                parts = list(target.parts[1:] if target.is_absolute() else target.parts) + parts
+                current = PurePosixPath("/") if target.is_absolute() else current
+            else:
+                current = candidate
+        raise ClusterError(f"{path} in {self.path} is a loop of symbolic links")
 
     # ------------------------------------------------------------------------------------ users
     def ids(self, name: str) -> tuple[int, int]:

@@ -95,7 +95,7 @@ class StateFile:
                 env=self.env(layout),
             )
             # chroot execs the daemon: the pid is the daemon's, its executable the root's copy.
-            daemon = Daemon(name=name, pid=started.pid, exe=str(self.root.inside(argv[0])))
+            daemon = Daemon(name=name, pid=started.pid, exe=str(self.root.executable(argv[0])))
         state["daemons"].append(attrs.asdict(daemon))
         state["launch"][name] = {"argv": argv, "user": user}
         self.save(state)
