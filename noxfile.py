@@ -22,9 +22,9 @@ def _install(session: nox.Session, extras: str = "dev") -> None:
 # What runs against Slurm 24.11 as well: the SDK's core (submit, exceptions, maps and arrays, cancel, end
 # states, purged jobs through sacct, the watcher, connection drops and slurmctld restarts, reattach, what
 # the session learns of the release), login nodes as sites run them (login users of other shells, noisy
-# start-up files, external or no SFTP, jump hosts), chains of jobs, the command line and Covalent's workflows.
-# Everything else runs against
-# 22.05, the host's own release: the multi-factor login node, retries and preemption among them.
+# start-up files, external or no SFTP, jump hosts), chains of jobs, the command line and Covalent's
+# workflows. Everything else (the multi-factor login node, retries and preemption among them) runs
+# against 22.05, the host's own release.
 RELEASE_TIER = [
     "tests/unit",
     "tests/integration/test_session.py",
