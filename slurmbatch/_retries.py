@@ -100,7 +100,9 @@ class Retries:
             self._calls.pop(token, None)
             self._pending.discard(token)
             self._cancelled.discard(token)
-            add_note = getattr(error, "add_note", None)  # Python 3.11+
+            # The log says so on every Python; 3.11+ also shows it with the error (a note).
+            logger.warning("job %s was not retried: %s", future.job_id, refused)
+            add_note = getattr(error, "add_note", None)
             if add_note is not None:
                 add_note(f"It was not submitted again: {refused}")
             self._give_up(future, error)
