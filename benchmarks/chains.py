@@ -33,7 +33,8 @@ import cloudpickle
 from slurmbatch import JobSpec, SlurmSession
 from slurmbatch.testing import ClusterSettings, LocalCluster
 
-from .latency_measures import RESULTS, login, session_for, summary
+from .latency_measures import RESULTS, session_for, summary
+from .submit_measures import login
 
 # The job side cannot import this module: its functions travel by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

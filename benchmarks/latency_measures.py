@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,8 @@ import cloudpickle
 from slurmbatch import SlurmSession
 from slurmbatch.payload import unpack_outcome
 from slurmbatch.testing import ClusterSettings
+
+from .submit_measures import login
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -48,16 +49,6 @@ def stamp() -> float:
     import time
 
     return time.time()
-
-
-def login(cluster: ClusterSettings, command: str) -> str:
-    done = subprocess.run(
-        ["ssh", "-F", cluster.ssh_config, cluster.ssh_alias, command],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
 
 
 def job_info_rpcs(cluster: ClusterSettings) -> dict[str, int]:
